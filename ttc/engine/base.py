@@ -1,0 +1,151 @@
+"""The backend interface that strategies use: samples, step-wise branches, log-probabilities, counts.
+
+An engine turns text (or token sequences) into continuations, scores and counts. It knows nothing of
+strategies, math or prompts. Two implementations: `ttc.engine.llama` (in-process llama.cpp, batched, with
+a shared-prefix KV cache) and, later, an OpenAI-compatible HTTP backend.
+
+Every engine keeps a running `Usage`; callers take `engine.usage.snapshot()` before a piece of work and
+subtract it afterwards to learn what that work cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8  # 0 = greedy (argmax)
+    top_p: float = 1.0  # nucleus sampling; 1 = off
+    top_k: int = 0  # 0 = off
+    max_tokens: int = 512  # new tokens per continuation
+    stop: tuple[str, ...] = ()  # stop strings; the earliest occurrence ends the continuation
+    include_stop: bool = False  # keep the stop string at the end of the text (step-wise search does)
+    seed: int = 0  # continuation i of a call samples with a generator seeded from (seed, i)
+    ignore_eos: bool = False  # never end on an end-of-generation token (benchmarks with fixed lengths)
+
+
+@dataclass
+class Completion:
+    """One continuation."""
+
+    text: str  # the new text (cut exactly at a stop string)
+    tokens: list[int]  # token ids that make up `text` (after a cut inside a token: the re-tokenized cut)
+    finish_reason: str  # "stop" (a stop string), "eos" (end of generation token) or "length" (max_tokens)
+    stop: str | None = None  # the stop string that ended it
+    n_generated: int = 0  # tokens sampled for it, including any past a stop string
+
+
+@dataclass
+class Usage:
+    """What was spent. Additive; `wall_s` is the engine's own time."""
+
+    prompt_tokens: int = 0  # tokens evaluated that the engine did not sample itself
+    generated_tokens: int = 0  # tokens sampled
+    decode_calls: int = 0  # llama_decode calls (or HTTP requests for a remote backend)
+    wall_s: float = 0.0
+
+    def snapshot(self) -> Usage:
+        return dataclasses.replace(self)
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(*(a - b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+
+@dataclass
+class ModelInfo:
+    name: str  # file name or served model name
+    path: str  # where it was loaded from
+    n_params: int  # for the FLOPs estimate (2 x parameters x tokens)
+    n_ctx_train: int  # the model's context length
+    chat_template: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class BranchSet(ABC):
+    """Live branches of one prompt for step-wise search.
+
+    Branches are named by integer ids. The prompt is the root (id 0). `fork` copies a branch (its cached
+    prefix is shared, not recomputed); `extend` grows live branches by one step each, in one batch; `feed`
+    appends given text and returns log-probabilities (a PRM scoring a new step); `drop` frees branches.
+    Every operation evaluates only tokens that were not evaluated before on that branch.
+    """
+
+    @abstractmethod
+    def fork(self, branch: int, k: int = 1) -> list[int]: ...
+
+    @abstractmethod
+    def drop(self, branches: Sequence[int]) -> None: ...
+
+    @abstractmethod
+    def extend(self, branches: Sequence[int], params: SamplingParams) -> list[Completion]: ...
+
+    @abstractmethod
+    def feed(
+        self,
+        branches: Sequence[int],
+        texts: Sequence[str],
+        positions: Sequence[Sequence[int]],
+        token_ids: Sequence[int],
+    ) -> list[np.ndarray]:
+        """Append texts[i] to branches[i]; return, per branch, log P(token_ids) at `positions` (indices of
+        tokens in the appended text, negative counts from its end): an array of shape [len(positions[i]),
+        len(token_ids)]."""
+
+    @abstractmethod
+    def text(self, branch: int) -> str:
+        """The branch's text after the prompt."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> BranchSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Engine(ABC):
+    """A loaded model that strategies can sample from and score with."""
+
+    info: ModelInfo
+    usage: Usage
+
+    @abstractmethod
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]: ...
+
+    @abstractmethod
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    @abstractmethod
+    def sample(self, prompt: str, n: int, params: SamplingParams) -> list[Completion]:
+        """n continuations of one prompt; the prompt is evaluated once and shared."""
+
+    @abstractmethod
+    def branches(self, prompt: str, max_live: int, max_tokens: int) -> BranchSet:
+        """A BranchSet rooted at `prompt`, for at most `max_live` live branches of at most `max_tokens`
+        new tokens each."""
+
+    @abstractmethod
+    def logprobs_at(
+        self,
+        prefix: str,
+        suffixes: Sequence[str],
+        positions: Sequence[Sequence[int]],
+        token_ids: Sequence[int],
+    ) -> list[np.ndarray]:
+        """For each text prefix + suffixes[i]: log P(token_ids) of the token following each position in
+        positions[i] (token indices within the suffix's tokens; negative counts from its end). The prefix
+        is evaluated once. Returns arrays of shape [len(positions[i]), len(token_ids)]."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
