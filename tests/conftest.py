@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny random-weight GGUF models written with `gguf` and loaded through llama.cpp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ttc.gguf_llama import ByteVocab, GGUFSpec, LlamaShape, random_llama_tensors, write_llama_gguf
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets"
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tiny_gguf(
+    path: Path,
+    *,
+    n_embd: int = 64,
+    n_layer: int = 2,
+    n_head: int = 4,
+    n_ff: int = 128,
+    n_ctx: int = 4096,
+    seed: int = 0,
+    scale: float = 4.0,
+    user_tokens: tuple[str, ...] = (),
+    chat_template: str | None = None,
+    matrix_dtype: str = "f32",
+) -> Path:
+    """Write a random llama model with the byte-level vocabulary; `scale` sharpens its distributions."""
+    vocab = ByteVocab(user_tokens=user_tokens)
+    shape = LlamaShape(
+        n_vocab=vocab.size, n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_head_kv=n_head, n_ff=n_ff, n_ctx=n_ctx
+    )
+    tensors = random_llama_tensors(shape, seed=seed, scale=scale)
+    spec = GGUFSpec(name=path.stem, vocab=vocab, chat_template=chat_template, matrix_dtype=matrix_dtype)
+    return write_llama_gguf(path, shape, tensors, spec)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    return make_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_gguf):
+    from ttc.engine.llama import LlamaEngine
+
+    eng = LlamaEngine(str(tiny_gguf), n_threads=2)
+    yield eng
+    eng.close()

@@ -1,0 +1,141 @@
+"""`ttc speed`: generation throughput of ttc's batched sampler against a sequential baseline.
+
+For each N, in one run on the same model, threads and sampling settings:
+  batched     one `engine.sample(prompt, N)` call: N streams over one shared prompt, one decode per step
+  sequential  llama-cpp-python's `Llama.create_completion` in a loop (what a script would do without ttc),
+              timed over min(N, 8) completions: a loop's rate does not depend on N
+Both generate exactly `tokens` tokens per sample (end-of-generation tokens are masked), and tokens/s counts
+generated tokens over wall time, prompt evaluation included.
+
+`--random` writes a random-weight model shaped like llama.cpp's batched-bench reference (n_embd 768,
+8 layers, f16, about 76 M parameters) to a temporary folder and measures on it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .engine.base import SamplingParams
+from .engine.models import physical_cores, resolve_model
+from .errors import UsageError
+
+# A shared prompt of about 64 tokens on a byte-level vocabulary.
+PROMPT = "Problem: 37+48-19+5-61+22\nSolution:\n37+48=85\n85-19=66\n66+5=71\n71-61=10\n10+22=32\n"
+
+
+def parse_ns(text: str) -> list[int]:
+    try:
+        ns = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--n must be comma-separated positive integers, got '{text}'") from None
+    if not ns or any(n < 1 for n in ns):
+        raise UsageError(f"--n must be comma-separated positive integers, got '{text}'")
+    return ns
+
+
+def write_random_model(folder: Path) -> Path:
+    """A random f16 llama model like batched-bench's reference (n_embd 768, 8 layers, n_ff 3072)."""
+    from .gguf_llama import ByteVocab, GGUFSpec, LlamaShape, random_llama_tensors, write_llama_gguf
+
+    vocab = ByteVocab()
+    shape = LlamaShape(n_vocab=vocab.size, n_embd=768, n_layer=8, n_head=12, n_head_kv=12, n_ff=3072, n_ctx=8192)
+    path = folder / "random-76m-f16.gguf"
+    tensors = random_llama_tensors(shape, seed=0, scale=1.0)
+    return write_llama_gguf(path, shape, tensors, GGUFSpec(name="random-76m", vocab=vocab, matrix_dtype="f16"))
+
+
+def run_speed(
+    model: str | None,
+    preset: str | None,
+    ns: list[int],
+    tokens: int,
+    threads: int | None,
+    n_gpu_layers: int | None,
+    random_model: bool = False,
+    progress: Console | None = None,
+) -> list[dict]:
+    from llama_cpp import Llama
+
+    from .engine.llama import LlamaEngine, gpu_layers
+
+    if tokens < 1:
+        raise UsageError(f"--tokens must be at least 1, got {tokens}")
+    tmp = None
+    if random_model:
+        tmp = tempfile.TemporaryDirectory(prefix="ttc-speed-")
+        path = write_random_model(Path(tmp.name))
+    else:
+        from .presets import load_preset
+
+        p = load_preset(preset)
+        path = resolve_model(model or p.model, base_dir=Path(p.source).parent)
+    threads = threads or physical_cores()
+    engine = LlamaEngine(str(path), n_gpu_layers=n_gpu_layers, n_threads=threads)
+    n_prompt = len(engine.tokenize(PROMPT))
+    eog = {t: float("-inf") for t in engine.eog_tokens()}
+    baseline = Llama(
+        model_path=str(path), n_ctx=n_prompt + tokens + 16, n_threads=threads, n_threads_batch=threads,
+        n_gpu_layers=gpu_layers(n_gpu_layers),
+        verbose=False,
+    )  # fmt: skip
+    params = SamplingParams(temperature=1.0, max_tokens=tokens, ignore_eos=True, seed=0)
+
+    def batched(n: int) -> float:
+        before = engine.usage.snapshot()
+        t0 = time.perf_counter()
+        out = engine.sample(PROMPT, n, params)
+        wall = time.perf_counter() - t0
+        spent = engine.usage - before
+        assert spent.generated_tokens == sum(c.n_generated for c in out)
+        return spent.generated_tokens / wall
+
+    def sequential(n: int) -> float:
+        generated, t0 = 0, time.perf_counter()
+        for i in range(n):
+            r = baseline.create_completion(
+                PROMPT, max_tokens=tokens, temperature=1.0, top_p=1.0, top_k=0, min_p=0.0, seed=i, logit_bias=eog
+            )
+            generated += r["usage"]["completion_tokens"]
+        return generated / (time.perf_counter() - t0)
+
+    if progress:
+        progress.print(
+            f"model {engine.info.name} ({engine.info.n_params / 1e6:.1f} M parameters), {threads} threads, "
+            f"prompt {n_prompt} tokens, {tokens} generated tokens per sample"
+        )
+    batched(2)  # warm up both paths
+    sequential(1)
+    rows = []
+    for n in ns:
+        b = batched(n)
+        s = sequential(min(n, 8))
+        rows.append(
+            {
+                "n": n,
+                "batched_tokens_per_s": round(b, 2),
+                "sequential_tokens_per_s": round(s, 2),
+                "ratio": round(b / s, 3),
+            }
+        )
+        if progress:
+            progress.print(f"  N={n}: batched {b:.1f} tok/s, sequential {s:.1f} tok/s, ratio {b / s:.2f}x")
+    if progress:
+        table = Table(title="ttc speed: generated tokens/s")
+        for col in ("N", "batched", "sequential", "ratio"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(
+                str(r["n"]), f"{r['batched_tokens_per_s']:.1f}", f"{r['sequential_tokens_per_s']:.1f}",
+                f"{r['ratio']:.2f}x",
+            )  # fmt: skip
+        progress.print(table)
+    engine.close()
+    baseline.close()
+    if tmp is not None:
+        tmp.cleanup()
+    return rows

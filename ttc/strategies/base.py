@@ -1,0 +1,143 @@
+"""What every strategy shares: the context it runs in, the registry, and turning completions and usage
+into the common result record.
+
+A strategy is a function `(SolveContext) -> Result`, registered by name with `@strategy(...)`. It spends at
+most `ctx.budget` generation-equivalents, and the spend it reports is measured from the engines' usage
+counters, never assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..answers import extract_answer
+from ..engine.base import Completion, Engine, SamplingParams, Usage
+from ..errors import UsageError
+from ..presets import Preset
+from ..prompts import problem_prompt
+from ..record import Candidate, Result, Spent
+
+
+@dataclass
+class SolveContext:
+    problem: str
+    preset: Preset
+    policy: Engine
+    budget: int  # generation-equivalents allowed
+    seed: int
+    sampling: SamplingParams  # temperature, top_p, top_k, max_tokens, stop (preset < flags)
+    prm: Any = None  # a reward model (ttc.prm), None when none is configured
+    options: dict[str, Any] = field(default_factory=dict)  # strategy hyperparameters
+    progress: Callable[[str], None] | None = None  # status callback for the command line
+
+    def prompt(self) -> str:
+        return problem_prompt(self.preset, self.policy, self.problem)
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str
+    run: Callable[[SolveContext], Result]
+    summary: str
+    needs_prm: bool = False
+
+
+REGISTRY: dict[str, StrategySpec] = {}
+
+
+def strategy(name: str, summary: str, needs_prm: bool = False):
+    def register(fn: Callable[[SolveContext], Result]) -> Callable[[SolveContext], Result]:
+        REGISTRY[name] = StrategySpec(name, fn, summary, needs_prm)
+        return fn
+
+    return register
+
+
+def get_strategy(name: str) -> StrategySpec:
+    if name not in REGISTRY:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, list(REGISTRY), n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UsageError(f"unknown strategy '{name}' (known: {', '.join(REGISTRY)}){hint}")
+    return REGISTRY[name]
+
+
+class Meter:
+    """Measures what a strategy spends on the policy and on the reward model's own engine."""
+
+    def __init__(self, ctx: SolveContext):
+        self.ctx = ctx
+        self.policy0 = ctx.policy.usage.snapshot()
+        prm_engine = getattr(ctx.prm, "engine", None)
+        self.prm_engine = prm_engine if prm_engine is not ctx.policy else None
+        self.prm0 = self.prm_engine.usage.snapshot() if self.prm_engine else Usage()
+
+    def spent(self, generations: float) -> Spent:
+        pol = self.ctx.policy.usage - self.policy0
+        prm = (self.prm_engine.usage - self.prm0) if self.prm_engine else Usage()
+        n_pol = self.ctx.policy.info.n_params
+        n_prm = self.prm_engine.info.n_params if self.prm_engine else 0
+        return Spent(
+            generations=round(float(generations), 3),
+            tokens_generated=pol.generated_tokens,
+            prompt_tokens=pol.prompt_tokens,
+            prm_tokens=prm.prompt_tokens,
+            decode_calls=pol.decode_calls + prm.decode_calls,
+            wall_s=round(pol.wall_s + prm.wall_s, 4),
+            flops=float(2 * n_pol * (pol.prompt_tokens + pol.generated_tokens) + 2 * n_prm * prm.prompt_tokens),
+        )
+
+
+def split_steps(text: str, delimiter: str) -> list[str]:
+    """A solution's steps: the text split at the delimiter, each step keeping its delimiter, none empty."""
+    if not delimiter:
+        return [text] if text else []
+    parts = text.split(delimiter)
+    steps = [p + delimiter for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    return [s for s in steps if s.strip()]
+
+
+def candidate(ctx: SolveContext, c: Completion) -> Candidate:
+    return Candidate(
+        answer=extract_answer(c.text, ctx.preset.answer.format, ctx.preset.answer.last_number_fallback),
+        text=c.text,
+        steps=split_steps(c.text, ctx.preset.step_delimiter),
+        tokens=c.n_generated,
+        finish_reason=c.finish_reason,
+    )
+
+
+def make_result(
+    ctx: SolveContext,
+    name: str,
+    meter: Meter,
+    candidates: list[Candidate],
+    answer: str | None,
+    generations: float,
+    details: dict[str, Any] | None = None,
+) -> Result:
+    return Result(
+        answer=answer,
+        strategy=name,
+        budget=ctx.budget,
+        problem=ctx.problem,
+        candidates=candidates,
+        spent=meter.spent(generations),
+        model=ctx.policy.info.name,
+        prm=getattr(getattr(ctx.prm, "engine", None), "info", None) and ctx.prm.engine.info.name,
+        seed=ctx.seed,
+        details=details or {},
+        config={
+            "preset": ctx.preset.name,
+            "sampling": {
+                "temperature": ctx.sampling.temperature,
+                "top_p": ctx.sampling.top_p,
+                "top_k": ctx.sampling.top_k,
+                "max_tokens": ctx.sampling.max_tokens,
+            },
+            "options": dict(ctx.options),
+        },
+    )
