@@ -42,17 +42,37 @@ class StrategySpec:
     run: Callable[[SolveContext], Result]
     summary: str
     needs_prm: bool = False
+    # For strategies whose candidates are independent samples: the result a smaller budget k would have
+    # given, computed from the first k candidates of a run at a larger budget (scaling curves from one run).
+    subset: Callable[[Result, int], Result] | None = None
 
 
 REGISTRY: dict[str, StrategySpec] = {}
 
 
-def strategy(name: str, summary: str, needs_prm: bool = False):
+def strategy(name: str, summary: str, needs_prm: bool = False, subset: Callable[[Result, int], Result] | None = None):
     def register(fn: Callable[[SolveContext], Result]) -> Callable[[SolveContext], Result]:
-        REGISTRY[name] = StrategySpec(name, fn, summary, needs_prm)
+        REGISTRY[name] = StrategySpec(name, fn, summary, needs_prm, subset)
         return fn
 
     return register
+
+
+def scale_spent(spent: Spent, result: Result, k: int) -> Spent:
+    """The spend of drawing only the first k of a result's independent candidates: generated tokens are
+    counted exactly; prompt tokens, PRM tokens, decode calls, time and FLOPs in proportion to them."""
+    total = sum(c.tokens for c in result.candidates) or 1
+    part = sum(c.tokens for c in result.candidates[:k])
+    f = part / total
+    return Spent(
+        generations=float(k),
+        tokens_generated=part,
+        prompt_tokens=round(spent.prompt_tokens * f),
+        prm_tokens=round(spent.prm_tokens * f),
+        decode_calls=round(spent.decode_calls * f),
+        wall_s=round(spent.wall_s * f, 4),
+        flops=spent.flops * f,
+    )
 
 
 def get_strategy(name: str) -> StrategySpec:
