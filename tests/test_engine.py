@@ -74,9 +74,9 @@ def test_more_samples_than_sequences_run_in_waves(engine):
     assert len(out) == n
     first = engine.sample(PROMPT, 5, p)
     assert [c.tokens for c in out[:5]] == [c.tokens for c in first]
-    # Two waves: the prompt (all but its last token) is evaluated once per wave, the last token per sample.
+    # Two waves: the prompt is evaluated once per wave, however many samples share it.
     p_len = len(engine.tokenize(PROMPT))
-    assert spent.prompt_tokens == 2 * (p_len - 1) + n
+    assert spent.prompt_tokens == 2 * p_len
 
 
 def test_stop_strings_cut_exactly(engine):
@@ -135,8 +135,10 @@ def test_beam_steps_pay_only_for_new_tokens(engine):
             bs.drop(kids)
             kids = new
         spent = engine.usage - before
-    # Input evaluated: the prompt once (less its last token), that last token once per first-level child.
-    assert spent.prompt_tokens == (p_len - 1) + 4
+    # Input evaluated: the prompt once. A forked branch's last sampled token is evaluated once for all
+    # its children (one cell, many sequence ids), so nothing is ever evaluated twice.
+    assert spent.prompt_tokens == p_len
+    assert spent.decode_calls == 1 + 3 * 6  # the prompt, then one decode per generated position
     assert spent.generated_tokens == 3 * 4 * 6
 
 
@@ -200,6 +202,6 @@ def test_counts_add_up(engine):
     out = engine.sample(PROMPT, 4, SamplingParams(temperature=1.0, max_tokens=10, seed=4))
     spent = engine.usage - before
     assert spent.generated_tokens == sum(c.n_generated for c in out)
-    assert spent.prompt_tokens == len(engine.tokenize(PROMPT)) - 1 + 4
+    assert spent.prompt_tokens == len(engine.tokenize(PROMPT))
     assert spent.decode_calls >= max(c.n_generated for c in out)
     assert spent.wall_s > 0

@@ -65,20 +65,41 @@ class Solver:
         self.preset = load_preset(models.preset)
         self.models = models
         self._policy: Engine | None = None
+        self._prm = None
+        self.base_dir = Path(self.preset.source).parent if self.preset.source else None
 
     @property
     def policy(self) -> Engine:
         if self._policy is None:
-            from .engine.llama import LlamaEngine
 
-            ref = self.models.model or self.preset.model
-            base = Path(self.preset.source).parent if self.preset.source else None
-            path = resolve_model(ref, base_dir=base)
-            self._policy = LlamaEngine(
-                str(path), n_gpu_layers=self.models.n_gpu_layers, n_threads=self.models.threads,
-                verbose=self.models.verbose,
-            )  # fmt: skip
+            self._policy = self._load(self.models.model or self.preset.model)
         return self._policy
+
+    def _load(self, ref: str) -> Engine:
+        from .engine.llama import LlamaEngine
+
+        path = resolve_model(ref, base_dir=self.base_dir)
+        m = self.models
+        return LlamaEngine(str(path), n_gpu_layers=m.n_gpu_layers, n_threads=m.threads, verbose=m.verbose)
+
+    @property
+    def prm(self):
+        """The preset's reward model; without one (or with format self-judge) the policy judges itself."""
+        if self._prm is None:
+            from .prm import MathShepherdPRM, SelfJudgePRM
+            from .prompts import problem_prompt
+
+            cfg = self.preset.prm
+            where = self.preset.source or self.preset.name
+            if cfg is None or cfg.format == "self-judge" or cfg.model is None:
+                aggregation = cfg.aggregation if cfg is not None else "last"
+                prompt_for = lambda p: problem_prompt(self.preset, self.policy, p)  # noqa: E731
+                self._prm = SelfJudgePRM(self.policy, prompt_for, aggregation)
+            elif cfg.format == "math-shepherd":
+                self._prm = MathShepherdPRM(self._load(cfg.model), cfg, self.preset.step_delimiter, where)
+            else:
+                raise UsageError(f"{where}: prm.format '{cfg.format}' is not supported (math-shepherd, self-judge)")
+        return self._prm
 
     def solve(
         self,
@@ -104,9 +125,13 @@ class Solver:
             options=dict(options or {}),
             progress=progress,
         )
+        if spec.needs_prm or (spec.uses_prm and self.preset.prm is not None):
+            ctx.prm = self.prm
         return spec.run(ctx)
 
     def close(self) -> None:
+        if self._prm is not None and self._prm.engine is not self._policy:
+            self._prm.engine.close()
         if self._policy is not None:
             self._policy.close()
 

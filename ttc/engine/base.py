@@ -121,7 +121,8 @@ class Engine(ABC):
     usage: Usage
 
     @abstractmethod
-    def tokenize(self, text: str, add_bos: bool = True) -> list[int]: ...
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
+        """Token ids; `special` parses special-token text (chat markup) as those tokens."""
 
     @abstractmethod
     def detokenize(self, tokens: Sequence[int]) -> str: ...
@@ -131,9 +132,9 @@ class Engine(ABC):
         """n continuations of one prompt; the prompt is evaluated once and shared."""
 
     @abstractmethod
-    def branches(self, prompt: str, max_live: int, max_tokens: int) -> BranchSet:
+    def branches(self, prompt: str, max_live: int, max_tokens: int, scoring: bool = False) -> BranchSet:
         """A BranchSet rooted at `prompt`, for at most `max_live` live branches of at most `max_tokens`
-        new tokens each."""
+        new tokens each. `scoring`: branches will only be fed and scored, never extended."""
 
     @abstractmethod
     def logprobs_at(

@@ -57,6 +57,16 @@ class Branch:
     n_sampled_uncached: int = 0  # how many of the uncached tokens were sampled here (not input)
     last_sampled: bool = False  # whether the last token was sampled (it stays uncached until extended)
     finished: bool = False  # ended with an end-of-generation token
+    kin: int | None = None  # branches with the same kin have identical tokens and cache (forked, not diverged)
+
+    def charge(self, upto: int) -> int:
+        """Input tokens among tokens[n_cached:upto], about to be evaluated; sampled ones were counted when
+        sampled. Only the last token can stay behind (`_settle`), so `last_sampled` settles the rest."""
+        n = upto - self.n_cached
+        left_behind_sampled = int(upto < len(self.tokens) and self.last_sampled)
+        sampled = self.n_sampled_uncached - left_behind_sampled
+        self.n_sampled_uncached = left_behind_sampled
+        return n - sampled
 
 
 class _Context:
@@ -84,7 +94,7 @@ class _Context:
                 "(out of memory?); lower --budget"
             )
         self.mem = lc.llama_get_memory(self.ctx)
-        self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        self.batch = lc.llama_batch_init(self.n_batch, 0, self.n_seq)
         self.n_vocab = engine.n_vocab
 
     def close(self) -> None:
@@ -102,19 +112,35 @@ class _Context:
         token indices whose logits are needed (None: the last one); `on_logits(branch, index, row)` is
         called right after the decode that produced each, while its row is readable."""
         lc, eng = self.engine.lc, self.engine
-        queue = []
+        # Kin branches with the same uncached tokens are evaluated once, the token carrying all their
+        # sequence ids (a unified KV cell may belong to many sequences), and share the logits row.
+        groups: dict[tuple, tuple[list[Branch], int, set[int]]] = {}
         for br, upto, want in items:
             want = {upto - 1} if want is None else want
-            for i in range(br.n_cached, upto):
-                queue.append((br, i, i in want))
+            key = (br.kin, br.n_cached, upto, tuple(br.tokens[br.n_cached : upto]), frozenset(want))
+            if br.kin is None:
+                key = (id(br),)
+            if key in groups:
+                groups[key][0].append(br)
+            else:
+                groups[key] = ([br], upto, want)
+        queue = []
+        for members, upto, want in groups.values():
+            first = members[0]
+            eng.usage.prompt_tokens += first.charge(upto)
+            for m in members[1:]:
+                m.charge(upto)
+            for i in range(first.n_cached, upto):
+                queue.append((members, i, i in want))
         b = self.batch
         for start in range(0, len(queue), self.n_batch):
             chunk = queue[start : start + self.n_batch]
-            for row, (br, i, logits) in enumerate(chunk):
-                b.token[row] = br.tokens[i]
+            for row, (members, i, logits) in enumerate(chunk):
+                b.token[row] = members[0].tokens[i]
                 b.pos[row] = i
-                b.n_seq_id[row] = 1
-                b.seq_id[row][0] = br.seq
+                b.n_seq_id[row] = len(members)
+                for j, m in enumerate(members):
+                    b.seq_id[row][j] = m.seq
                 b.logits[row] = 1 if logits else 0
             b.n_tokens = len(chunk)
             rc = lc.llama_decode(self.ctx, b)
@@ -125,10 +151,11 @@ class _Context:
                     if rc == 1
                     else f"llama_decode failed (code {rc})"
                 )
-            for row, (br, i, logits) in enumerate(chunk):
-                br.n_cached = i + 1
-                if logits:
-                    on_logits(br, i, row)
+            for row, (members, i, logits) in enumerate(chunk):
+                for m in members:
+                    m.n_cached = i + 1
+                    if logits:
+                        on_logits(m, i, row)
 
     def logits_row(self, row: int) -> np.ndarray:
         ptr = self.engine.lc.llama_get_logits_ith(self.ctx, row)
@@ -286,13 +313,13 @@ class LlamaEngine(Engine):
             out.extend(bs.run(kids, params, first_index=first))
         return out
 
-    def branches(self, prompt: str, max_live: int, max_tokens: int) -> LlamaBranches:
+    def branches(self, prompt: str, max_live: int, max_tokens: int, scoring: bool = False) -> LlamaBranches:
         prompt_tokens = self.tokenize(prompt)
         self.check_fits(len(prompt_tokens), max_tokens)
         if max_live > MAX_SEQ - 1:
             raise UsageError(f"at most {MAX_SEQ - 1} live branches fit one llama.cpp context, asked for {max_live}")
         ctx = _Context(self, len(prompt_tokens) + max_live * (max_tokens + 1) + 1, max_live + 1)
-        return LlamaBranches(self, ctx, prompt_tokens, owns_context=True)
+        return LlamaBranches(self, ctx, prompt_tokens, owns_context=True, scoring=scoring)
 
     def logprobs_at(self, prefix, suffixes, positions, token_ids) -> list[np.ndarray]:
         with self.timed():
@@ -309,7 +336,7 @@ class LlamaEngine(Engine):
             part = suffix_tokens[first : first + wave]
             total = sum(len(s) for s in part) + 1
             ctx = self._shared_context(len(prefix_tokens) + total + 1, len(part) + 1)
-            bs = LlamaBranches(self, ctx, prefix_tokens, owns_context=False)
+            bs = LlamaBranches(self, ctx, prefix_tokens, owns_context=False, scoring=True)
             kids = bs.fork(0, len(part))
             out.extend(bs.feed(kids, part, positions[first : first + wave], token_ids))
         return out
@@ -318,28 +345,23 @@ class LlamaEngine(Engine):
 class LlamaBranches(BranchSet):
     """Branches of one prompt in one llama.cpp context (see the module docstring)."""
 
-    def __init__(self, engine: LlamaEngine, ctx: _Context, prompt_tokens: list[int], owns_context: bool):
+    def __init__(
+        self, engine: LlamaEngine, ctx: _Context, prompt_tokens: list[int], owns_context: bool, scoring: bool = False
+    ):
         self.engine, self.ctx, self.owns_context = engine, ctx, owns_context
+        self.scoring = scoring  # only `feed` will follow: nothing needs to stay pending
         self.free = list(range(ctx.n_seq - 1, 0, -1))  # seq 0 is the root's
         self.live: dict[int, Branch] = {0: Branch(seq=0, tokens=list(prompt_tokens), n_prompt=len(prompt_tokens))}
         self.next_id = 1
+        self.next_kin = 1
 
     # bookkeeping ------------------------------------------------------------------------------------------
     def _settle(self, br: Branch) -> None:
-        """Evaluate all but the last token of a branch, so that forks share that cache."""
-        if br.n_cached < len(br.tokens) - 1:
-            self._count_input([(br, len(br.tokens) - 1)])
-            self.ctx.decode([(br, len(br.tokens) - 1, set())], lambda *a: None)
-
-    def _count_input(self, items: list[tuple[Branch, int]]) -> None:
-        """Charge tokens about to be decoded: sampled ones were counted when sampled, the rest are input.
-        Only the last token can stay behind (`_settle`), so that flag settles what is left uncached."""
-        for br, upto in items:
-            n = upto - br.n_cached
-            left_behind_sampled = int(upto < len(br.tokens) and br.last_sampled)
-            sampled = br.n_sampled_uncached - left_behind_sampled
-            self.engine.usage.prompt_tokens += n - sampled
-            br.n_sampled_uncached = left_behind_sampled
+        """Evaluate a branch's tokens so that forks share that cache: all but the last when it will be
+        extended (sampling needs the last token's logits), all of them in a scoring-only set."""
+        upto = len(br.tokens) - (0 if self.scoring else 1)
+        if br.n_cached < upto:
+            self.ctx.decode([(br, upto, set())], lambda *a: None)
 
     def fork(self, branch: int, k: int = 1) -> list[int]:
         parent = self.live[branch]
@@ -347,6 +369,9 @@ class LlamaBranches(BranchSet):
             raise TTCRuntimeError(f"no free sequence for {k} more branches ({self.ctx.n_seq} in this context)")
         with self.engine.timed():
             self._settle(parent)
+        if parent.kin is None:
+            parent.kin = self.next_kin
+            self.next_kin += 1
         ids = []
         for _ in range(k):
             seq = self.free.pop()
@@ -356,7 +381,7 @@ class LlamaBranches(BranchSet):
             child = Branch(
                 seq=seq, tokens=list(parent.tokens), n_cached=parent.n_cached, n_prompt=parent.n_prompt,
                 n_sampled_uncached=parent.n_sampled_uncached, last_sampled=parent.last_sampled,
-                finished=parent.finished,
+                finished=parent.finished, kin=parent.kin,
             )  # fmt: skip
             self.live[self.next_id] = child
             ids.append(self.next_id)
@@ -419,6 +444,7 @@ class LlamaBranches(BranchSet):
                         st.br.finished = True
                         continue
                     st.br.tokens.append(tok)
+                    st.br.kin = None
                     st.br.n_sampled_uncached += 1
                     st.br.last_sampled = True
                     st.ends.append(len(st.buf) + len(eng.piece(tok)))
@@ -449,10 +475,10 @@ class LlamaBranches(BranchSet):
         for b in active:  # a fully cached branch (after `feed`) re-evaluates its last token for logits
             br = state[b].br
             if br.n_cached == len(br.tokens):
+                br.kin = None
                 self.engine.lc.llama_memory_seq_rm(ctx.mem, br.seq, br.n_cached - 1, -1)
                 br.n_cached -= 1
                 br.last_sampled = False
-        self._count_input([(state[b].br, len(state[b].br.tokens)) for b in active])
         ctx.decode([(state[b].br, len(state[b].br.tokens), None) for b in active], take)
         return drawn
 
@@ -472,6 +498,7 @@ class LlamaBranches(BranchSet):
             br.tokens.extend(new)
             if new:
                 br.last_sampled = False
+                br.kin = None
             absolute = []
             for p in pos:
                 q = p + len(new) if p < 0 else p
@@ -481,9 +508,8 @@ class LlamaBranches(BranchSet):
             where[br.seq] = (b, {a: k for k, a in enumerate(absolute)})
             results[b] = np.zeros((len(absolute), len(tok_ids)), dtype=np.float64)
             # Leave the last token pending unless its logits are wanted, so `extend` can follow cheaply.
-            upto = max([len(br.tokens) - 1, *(a + 1 for a in absolute)])
+            upto = len(br.tokens) if self.scoring else max([len(br.tokens) - 1, *(a + 1 for a in absolute)])
             items.append((br, upto, set(absolute)))
-        self._count_input([(br, upto) for br, upto, _ in items])
 
         def take(br: Branch, i: int, row: int) -> None:
             b, index = where[br.seq]

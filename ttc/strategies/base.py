@@ -31,9 +31,14 @@ class SolveContext:
     prm: Any = None  # a reward model (ttc.prm), None when none is configured
     options: dict[str, Any] = field(default_factory=dict)  # strategy hyperparameters
     progress: Callable[[str], None] | None = None  # status callback for the command line
+    notes: list[str] = field(default_factory=list)  # what the strategy adjusted (shown on stderr, kept in details)
 
     def prompt(self) -> str:
         return problem_prompt(self.preset, self.policy, self.problem)
+
+    def warn(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,8 @@ class StrategySpec:
     name: str
     run: Callable[[SolveContext], Result]
     summary: str
-    needs_prm: bool = False
+    needs_prm: bool = False  # cannot run without a reward model (self-judge stands in when none is configured)
+    uses_prm: bool = False  # uses the preset's reward model when one is configured
     # For strategies whose candidates are independent samples: the result a smaller budget k would have
     # given, computed from the first k candidates of a run at a larger budget (scaling curves from one run).
     subset: Callable[[Result, int], Result] | None = None
@@ -50,9 +56,15 @@ class StrategySpec:
 REGISTRY: dict[str, StrategySpec] = {}
 
 
-def strategy(name: str, summary: str, needs_prm: bool = False, subset: Callable[[Result, int], Result] | None = None):
+def strategy(
+    name: str,
+    summary: str,
+    needs_prm: bool = False,
+    uses_prm: bool = False,
+    subset: Callable[[Result, int], Result] | None = None,
+):
     def register(fn: Callable[[SolveContext], Result]) -> Callable[[SolveContext], Result]:
-        REGISTRY[name] = StrategySpec(name, fn, summary, needs_prm, subset)
+        REGISTRY[name] = StrategySpec(name, fn, summary, needs_prm, uses_prm or needs_prm, subset)
         return fn
 
     return register
@@ -86,20 +98,21 @@ def get_strategy(name: str) -> StrategySpec:
 
 
 class Meter:
-    """Measures what a strategy spends on the policy and on the reward model's own engine."""
+    """Measures what a strategy spends on the policy and on the reward model (whose usage is its own, also
+    when it runs on the policy's engine, as self-judging does)."""
 
     def __init__(self, ctx: SolveContext):
         self.ctx = ctx
         self.policy0 = ctx.policy.usage.snapshot()
-        prm_engine = getattr(ctx.prm, "engine", None)
-        self.prm_engine = prm_engine if prm_engine is not ctx.policy else None
-        self.prm0 = self.prm_engine.usage.snapshot() if self.prm_engine else Usage()
+        self.prm0 = ctx.prm.usage.snapshot() if ctx.prm is not None else Usage()
 
     def spent(self, generations: float) -> Spent:
         pol = self.ctx.policy.usage - self.policy0
-        prm = (self.prm_engine.usage - self.prm0) if self.prm_engine else Usage()
+        prm = (self.ctx.prm.usage - self.prm0) if self.ctx.prm is not None else Usage()
+        if self.ctx.prm is not None and self.ctx.prm.engine is self.ctx.policy:
+            pol = pol - prm  # self-judging: take the PRM's share out of the policy's counts
         n_pol = self.ctx.policy.info.n_params
-        n_prm = self.prm_engine.info.n_params if self.prm_engine else 0
+        n_prm = self.ctx.prm.engine.info.n_params if self.ctx.prm is not None else 0
         return Spent(
             generations=round(float(generations), 3),
             tokens_generated=pol.generated_tokens,
@@ -147,9 +160,9 @@ def make_result(
         candidates=candidates,
         spent=meter.spent(generations),
         model=ctx.policy.info.name,
-        prm=getattr(getattr(ctx.prm, "engine", None), "info", None) and ctx.prm.engine.info.name,
+        prm=None if ctx.prm is None else ctx.prm.engine.info.name,
         seed=ctx.seed,
-        details=details or {},
+        details={**(details or {}), **({"notes": list(ctx.notes)} if ctx.notes else {})},
         config={
             "preset": ctx.preset.name,
             "sampling": {

@@ -1,15 +1,75 @@
-"""Strategies that sample whole solutions in parallel: greedy and majority vote (self-consistency).
+"""Strategies that sample whole solutions in parallel, then choose: greedy, majority vote
+(self-consistency), best-of-N and weighted best-of-N with a PRM, and adaptive early stopping.
 
-All of a strategy's samples come from one batched `engine.sample` call, so the prompt is evaluated once.
+All samples of a run come from batched `engine.sample` calls, so the prompt is evaluated once. Sample i's
+seed depends only on i, so the first k candidates of a run at budget N are exactly a run at budget k:
+each of these strategies can derive smaller budgets from one run (`subset`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 
 from ..record import Candidate, Result
-from ..voting import majority_vote
+from ..voting import majority_vote, weighted_vote
 from .base import Meter, SolveContext, candidate, make_result, scale_spent, strategy
+
+Selector = Callable[[list[Candidate]], tuple[str | None, dict]]
+
+
+def select_majority(cands: list[Candidate]) -> tuple[str | None, dict]:
+    vote = majority_vote([c.answer for c in cands])
+    details = {"votes": {a: int(v) for a, v in vote.tally.items()}, "no_answer": sum(c.answer is None for c in cands)}
+    return vote.answer, details
+
+
+def select_best(cands: list[Candidate]) -> tuple[str | None, dict]:
+    """The answer of the candidate with the highest aggregated PRM score (first among equals)."""
+    scored = [(c.score if c.score is not None else -1.0, -i) for i, c in enumerate(cands) if c.answer is not None]
+    if not scored:
+        return None, {"best_index": None}
+    score, neg_i = max(scored)
+    return cands[-neg_i].answer, {"best_index": -neg_i, "best_score": round(score, 6)}
+
+
+def select_weighted(cands: list[Candidate]) -> tuple[str | None, dict]:
+    """The answer whose candidates' aggregated PRM scores add up highest."""
+    vote = weighted_vote([c.answer for c in cands], [c.score or 0.0 for c in cands])
+    return vote.answer, {"weights": {a: round(w, 6) for a, w in vote.tally.items()}}
+
+
+def score_candidates(ctx: SolveContext, cands: list[Candidate]) -> None:
+    """Fill each candidate's per-step scores and aggregated score from the reward model."""
+    per_step = ctx.prm.score(ctx.problem, [c.steps for c in cands])
+    for c, s in zip(cands, per_step):
+        c.scores = [round(x, 6) for x in s]
+        c.score = round(ctx.prm.aggregate(s), 6)
+
+
+def sample_candidates(ctx: SolveContext, n: int, seed: int | None = None) -> list[Candidate]:
+    params = dataclasses.replace(ctx.sampling, seed=ctx.seed if seed is None else seed)
+    return [candidate(ctx, c) for c in ctx.policy.sample(ctx.prompt(), n, params)]
+
+
+def _sampled(name: str, summary: str, select: Selector, needs_prm: bool) -> None:
+    def subset(result: Result, k: int) -> Result:
+        cands = result.candidates[:k]
+        answer, details = select(cands)
+        details["subset_of_budget"] = result.budget
+        spent = scale_spent(result.spent, result, k)
+        return dataclasses.replace(result, answer=answer, budget=k, candidates=cands, spent=spent, details=details)
+
+    def run(ctx: SolveContext) -> Result:
+        meter = Meter(ctx)
+        cands = sample_candidates(ctx, ctx.budget)
+        if needs_prm:
+            score_candidates(ctx, cands)
+        answer, details = select(cands)
+        return make_result(ctx, name, meter, cands, answer, generations=len(cands), details=details)
+
+    strategy(name, summary, needs_prm=needs_prm, subset=subset)(run)
 
 
 @strategy("greedy", "one solution at temperature 0 (the baseline; spends 1 of the budget)")
@@ -20,25 +80,40 @@ def greedy(ctx: SolveContext) -> Result:
     return make_result(ctx, "greedy", meter, cands, cands[0].answer, generations=1)
 
 
-def _majority_details(cands: list[Candidate]) -> tuple[str | None, dict]:
-    vote = majority_vote([c.answer for c in cands])
-    details = {"votes": {a: int(v) for a, v in vote.tally.items()}, "no_answer": sum(c.answer is None for c in cands)}
-    return vote.answer, details
+_sampled("majority", "N samples, the most frequent answer wins (self-consistency)", select_majority, False)
+_sampled("best-of-n", "N samples, the one with the highest PRM score wins", select_best, True)
+_sampled("weighted-best-of-n", "N samples, the answer with the largest sum of PRM scores wins", select_weighted, True)
 
 
-def _majority_subset(result: Result, k: int) -> Result:
-    cands = result.candidates[:k]
-    answer, details = _majority_details(cands)
-    details["subset_of_budget"] = result.budget
-    return dataclasses.replace(
-        result, answer=answer, budget=k, candidates=cands, spent=scale_spent(result.spent, result, k), details=details
-    )
+def leader_is_settled(counts: list[int], confidence: float) -> bool:
+    """The stopping rule of `adaptive`: with a uniform Beta prior on the leader's share p among the votes
+    for the two leading answers (a wins for the leader, b for the runner-up), stop once
+    P(p > 1/2 | a, b) >= confidence. For integer a, b: P(Beta(a+1, b+1) > 1/2) = P(Bin(a+b+1, 1/2) <= a)."""
+    top = sorted(counts, reverse=True) + [0, 0]
+    a, b = top[0], top[1]
+    n = a + b + 1
+    prob = sum(math.comb(n, i) for i in range(a + 1)) / 2**n
+    return prob >= confidence
 
 
-@strategy("majority", "N samples, the most frequent answer wins (self-consistency)", subset=_majority_subset)
-def majority(ctx: SolveContext) -> Result:
+@strategy("adaptive", "majority vote in small waves, stopping once the leading answer is settled (Beta rule)")
+def adaptive(ctx: SolveContext) -> Result:
+    """Sample waves of `wave` (default 4) solutions; after each, stop when `leader_is_settled` holds at
+    `confidence` (default 0.95) or the budget is spent. The unspent budget is left unspent."""
     meter = Meter(ctx)
-    params = dataclasses.replace(ctx.sampling, seed=ctx.seed)
-    cands = [candidate(ctx, c) for c in ctx.policy.sample(ctx.prompt(), ctx.budget, params)]
-    answer, details = _majority_details(cands)
-    return make_result(ctx, "majority", meter, cands, answer, generations=len(cands), details=details)
+    wave = int(ctx.options.get("wave", 4))
+    confidence = float(ctx.options.get("confidence", 0.95))
+    cands: list[Candidate] = []
+    stopped = "budget"
+    for w in range(ctx.budget):
+        n = min(wave, ctx.budget - len(cands))
+        if n <= 0:
+            break
+        cands.extend(sample_candidates(ctx, n, seed=ctx.seed + 7_919 * w))
+        _, details = select_majority(cands)
+        if leader_is_settled(list(details["votes"].values()), confidence):
+            stopped = "settled"
+            break
+    answer, details = select_majority(cands)
+    details.update({"stopped": stopped, "wave": wave, "confidence": confidence})
+    return make_result(ctx, "adaptive", meter, cands, answer, generations=len(cands), details=details)

@@ -1,0 +1,140 @@
+"""Step-wise search and PRM scoring on the real engine with random tiny models: budgets are respected and
+counted, branch bookkeeping is exact (a final beam's text is its steps joined, its scores equal a fresh
+PRM scoring of that text), and bad settings are usage errors."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_tiny_gguf
+
+from ttc.engine.base import SamplingParams
+from ttc.engine.llama import LlamaEngine
+from ttc.errors import UsageError
+from ttc.presets import AnswerConfig, PRMConfig, Preset, PromptConfig, RevisionConfig
+from ttc.prm import MathShepherdPRM, SelfJudgePRM
+from ttc.prm.aggregate import last, mean, minimum, product
+from ttc.strategies import REGISTRY, SolveContext
+
+PRM_CFG = PRMConfig(model="x", template="Problem: {problem}\nSolution:\n", step_tag=" ки")
+PRESET = Preset(
+    name="t",
+    model="x",
+    prompt=PromptConfig(template="Problem: {problem}\nSolution:\n"),
+    step_delimiter="a",  # a frequent byte of the random model, so steps are short
+    answer=AnswerConfig(format="boxed", last_number_fallback=True),
+    revision=RevisionConfig(
+        template="Problem: {problem}\n{attempts}Solution:\n", attempt_template="Attempt {index}:\n{attempt}\n"
+    ),
+    prm=PRM_CFG,
+)
+
+
+@pytest.fixture(scope="module")
+def prm(tmp_path_factory):
+    path = make_tiny_gguf(tmp_path_factory.mktemp("prm") / "prm.gguf", seed=5, scale=2.0, user_tokens=("ки",))
+    eng = LlamaEngine(str(path), n_threads=2)
+    yield MathShepherdPRM(eng, PRM_CFG, PRESET.step_delimiter)
+    eng.close()
+
+
+def ctx(engine, prm, budget, **options) -> SolveContext:
+    return SolveContext(
+        problem="12+7",
+        preset=PRESET,
+        policy=engine,
+        budget=budget,
+        seed=1,
+        sampling=SamplingParams(temperature=1.0, max_tokens=16, seed=1),
+        prm=prm,
+        options=options,
+    )
+
+
+def test_incremental_step_scores_equal_a_fresh_scoring(engine, prm):
+    steps = ["12+7=19a", "19b a", "\\boxed{19}"]
+    fresh = prm.score("12+7", [steps])[0]
+    sc = prm.scorer("12+7", max_live=2, max_tokens=64)
+    kid = sc.fork(0, 1)[0]
+    sc.drop([0])
+    got = [sc.add_steps([kid], [s])[0] for s in steps]
+    sc.close()
+    assert got == pytest.approx(fresh, abs=1e-3)
+    assert all(0.0 <= x <= 1.0 for x in fresh)
+
+
+@pytest.mark.parametrize("name", ["beam", "dvts", "lookahead", "particle-filter"])
+def test_final_beams_are_their_steps_and_their_scores_are_fresh(engine, prm, name):
+    r = REGISTRY[name].run(ctx(engine, prm, 8, width=4))
+    assert r.candidates
+    fresh = prm.score("12+7", [c.steps for c in r.candidates])
+    for c, f in zip(r.candidates, fresh):
+        assert "".join(c.steps) == c.text
+        assert len(c.scores) == len(f)
+        assert c.scores == pytest.approx(f, abs=2e-3)
+        assert c.score == pytest.approx(last(c.scores))
+    assert r.spent.prm_tokens > 0 and r.spent.tokens_generated > 0
+    assert r.spent.generations <= 8 * 1.5  # counted from tokens; steps of unequal length wobble
+
+
+def test_prm_branches_evaluate_each_step_once(prm):
+    """Scoring along a search tree costs the prefix once plus each new step's tokens once, forks included."""
+    before = prm.usage.snapshot()
+    sc = prm.scorer("12+7", max_live=8, max_tokens=64)
+    kids = sc.fork(0, 3)
+    sc.drop([0])
+    steps1 = ["12+7=19\n", "12+7=18\n", "1\n"]
+    sc.add_steps(kids, steps1)
+    grand = sc.fork(kids[0], 3)  # kids[0] and two copies of it
+    sc.drop(kids[1:])
+    steps2 = ["\\boxed{19}", "19+0=19\n", "x\n"]
+    sc.add_steps(grand, steps2)
+    sc.close()
+    spent = prm.usage - before
+    prefix = len(prm.engine.tokenize(prm.prefix("12+7")))
+    pieces = sum(len(prm.piece(s)[0]) for s in steps1 + steps2)
+    assert spent.prompt_tokens == prefix + pieces
+
+
+@pytest.mark.parametrize("name", ["best-of-n", "weighted-best-of-n", "majority", "adaptive"])
+def test_sampled_strategies_stay_within_budget(engine, prm, name):
+    r = REGISTRY[name].run(ctx(engine, prm, 8))
+    assert r.spent.generations <= 8 and len(r.candidates) <= 8
+    if REGISTRY[name].needs_prm:
+        assert all(c.scores and c.score is not None for c in r.candidates)
+
+
+def test_revise_spends_chains_times_attempts(engine, prm):
+    r = REGISTRY["revise"].run(ctx(engine, prm, 8, sequential=4))
+    assert r.details["chains"] == 2 and r.details["sequential"] == 4 and len(r.candidates) == 8
+
+
+def test_width_must_fit_the_budget(engine, prm):
+    with pytest.raises(UsageError, match="below the beam width"):
+        REGISTRY["beam"].run(ctx(engine, prm, 2, width=4))
+    c = ctx(engine, prm, 10, width=4)
+    r = REGISTRY["beam"].run(c)
+    assert any("using 8" in n for n in c.notes) and r.details["notes"]
+
+
+def test_prm_tokens_must_be_single_tokens(prm):
+    bad = PRMConfig(model="x", template="{problem}", step_tag=" ки", good_token="good")
+    with pytest.raises(UsageError, match="good token 'good' is not a single token"):
+        MathShepherdPRM(prm.engine, bad, "\n")
+    with pytest.raises(UsageError, match="step tag"):
+        MathShepherdPRM(prm.engine, PRMConfig(model="x", step_tag=" <step>"), "\n")
+    with pytest.raises(UsageError, match="aggregation"):
+        MathShepherdPRM(prm.engine, PRMConfig(model="x", aggregation="median"), "\n")
+
+
+def test_self_judge_scores_with_the_policy(engine):
+    sj = SelfJudgePRM(engine, lambda p: f"Problem: {p}\nSolution:\n")
+    scores = sj.score("1+1", [["1+1=2\n", "\\boxed{2}"], ["x"]])
+    assert [len(s) for s in scores] == [2, 1] and all(0 <= x <= 1 for s in scores for x in s)
+    assert sj.usage.prompt_tokens > 0
+
+
+def test_aggregations():
+    s = [0.9, 0.5, 0.8]
+    assert (last(s), minimum(s), mean(s)) == (0.8, 0.5, pytest.approx(2.2 / 3))
+    assert product(s) == pytest.approx(0.36)
+    assert last([]) == minimum([]) == product([]) == mean([]) == 0.0

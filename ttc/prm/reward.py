@@ -1,0 +1,236 @@
+"""Process reward models: per-step scores in [0, 1] for candidate solutions of a problem.
+
+Formats (the preset's `prm.format`):
+  math-shepherd  the steps joined by a step tag; a step's score is P(good) / (P(good) + P(bad)) of the
+                 token after its tag (Math-Shepherd, and the built-in tiny PRM)
+  self-judge     the policy judges its own steps: P(" Yes") / (P(" Yes") + P(" No")) after asking whether
+                 the last step is correct; weaker, but keeps every strategy usable without a PRM
+
+Every solution of a problem shares the PRM's prefix (its template filled with the problem), which the
+engine evaluates once. In step-wise search a `StepScorer` keeps one PRM branch per search branch, so
+only each new step's tokens are ever evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+from ..engine.base import BranchSet, Engine, Usage
+from ..errors import UsageError
+from ..presets import PRMConfig
+from ..prompts import fill
+from .aggregate import get_aggregation
+
+
+def two_way(lp_good: float, lp_bad: float) -> float:
+    """P(good) / (P(good) + P(bad)) from two log-probabilities, computed stably."""
+    return 1.0 / (1.0 + math.exp(min(700.0, lp_bad - lp_good)))
+
+
+def single_token(engine: Engine, text: str, what: str, source: str) -> int:
+    ids = engine.tokenize(text, add_bos=False, special=True)
+    if len(ids) != 1:
+        raise UsageError(
+            f"{source}: {what} {text!r} is not a single token of {engine.info.name}'s vocabulary "
+            f"(it is {len(ids)} tokens); pick a token the model has"
+        )
+    return ids[0]
+
+
+class StepScorer(ABC):
+    """Incremental scoring for step-wise search: branch ids mirror the search's branches."""
+
+    @abstractmethod
+    def fork(self, branch: int, k: int = 1) -> list[int]: ...
+
+    @abstractmethod
+    def drop(self, branches: Sequence[int]) -> None: ...
+
+    @abstractmethod
+    def add_steps(self, branches: Sequence[int], steps: Sequence[str]) -> list[float]:
+        """Append one step to each branch; return each new step's score."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class RewardModel(ABC):
+    engine: Engine  # where its tokens are evaluated
+    aggregation: str
+    usage: Usage  # what scoring has cost (also when the engine is the policy's, as in self-judge)
+
+    @contextmanager
+    def charged(self):
+        """Charge the engine work done inside to this reward model's usage."""
+        before = self.engine.usage.snapshot()
+        try:
+            yield
+        finally:
+            self.usage = self.usage + (self.engine.usage - before)
+
+    @abstractmethod
+    def score(self, problem: str, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Per-step scores for each solution (a list of step texts)."""
+
+    @abstractmethod
+    def scorer(self, problem: str, max_live: int, max_tokens: int) -> StepScorer: ...
+
+    def aggregate(self, step_scores: Sequence[float]) -> float:
+        return get_aggregation(self.aggregation)(step_scores)
+
+
+class MathShepherdPRM(RewardModel):
+    """A causal LM that predicts the good or bad token after a step tag."""
+
+    def __init__(self, engine: Engine, cfg: PRMConfig, delimiter: str, source: str = "the preset"):
+        self.engine, self.cfg, self.delimiter = engine, cfg, delimiter
+        self.aggregation = cfg.aggregation
+        self.usage = Usage()
+        get_aggregation(cfg.aggregation)  # refuse unknown names now, not mid-run
+        tag = cfg.step_tag.strip()
+        if not tag:
+            raise UsageError(f"{source}: prm.step_tag is empty")
+        self.tag_id = single_token(engine, tag, "step tag", source)
+        self.good_id = single_token(engine, cfg.good_token, "good token", source)
+        self.bad_id = single_token(engine, cfg.bad_token, "bad token", source)
+        self.tag_text = tag
+
+    def prefix(self, problem: str) -> str:
+        return fill(self.cfg.template, problem=problem)
+
+    def piece(self, step: str) -> tuple[list[int], int]:
+        """Tokens of one step as the PRM reads it (text, tag, delimiter) and the tag's index in them."""
+        text = step[: -len(self.delimiter)] if self.delimiter and step.endswith(self.delimiter) else step
+        text = text.replace(self.tag_text, "").rstrip()  # a solution cannot plant its own tags
+        ids = self.engine.tokenize(text + self.cfg.step_tag + self.delimiter, add_bos=False, special=False)
+        at = max(i for i, t in enumerate(ids) if t == self.tag_id)
+        return ids, at
+
+    def score(self, problem: str, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+        suffixes, positions = [], []
+        for steps in solutions:
+            ids, pos = [], []
+            for step in steps:
+                piece, at = self.piece(step)
+                pos.append(len(ids) + at)
+                ids.extend(piece)
+            suffixes.append(ids)
+            positions.append(pos)
+        out = [[] for _ in solutions]
+        todo = [i for i, s in enumerate(suffixes) if s]
+        if todo:
+            with self.charged():
+                lps = self.engine.logprobs_at(
+                    self.prefix(problem),
+                    [suffixes[i] for i in todo],
+                    [positions[i] for i in todo],
+                    [self.good_id, self.bad_id],
+                )
+            for i, lp in zip(todo, lps):
+                out[i] = [two_way(g, b) for g, b in lp]
+        return out
+
+    def scorer(self, problem: str, max_live: int, max_tokens: int) -> StepScorer:
+        with self.charged():
+            bs = self.engine.branches(
+                self.prefix(problem), max_live=max_live, max_tokens=max_tokens * 2 + 64, scoring=True
+            )
+        return _ShepherdScorer(self, bs)
+
+
+class _ShepherdScorer(StepScorer):
+    def __init__(self, prm: MathShepherdPRM, bs: BranchSet):
+        self.prm, self.bs = prm, bs
+
+    def fork(self, branch: int, k: int = 1) -> list[int]:
+        with self.prm.charged():
+            return self.bs.fork(branch, k)
+
+    def drop(self, branches: Sequence[int]) -> None:
+        self.bs.drop(branches)
+
+    def add_steps(self, branches: Sequence[int], steps: Sequence[str]) -> list[float]:
+        pieces = [self.prm.piece(s) for s in steps]
+        with self.prm.charged():
+            lps = self.bs.feed(
+                branches, [p for p, _ in pieces], [[at] for _, at in pieces], [self.prm.good_id, self.prm.bad_id]
+            )
+        return [two_way(lp[0][0], lp[0][1]) for lp in lps]
+
+    def close(self) -> None:
+        self.bs.close()
+
+
+class SelfJudgePRM(RewardModel):
+    """The policy scores its own steps by P(" Yes") to a question about the last step."""
+
+    QUESTION = "\n\nIs the last step above correct? Answer Yes or No.\nAnswer:"
+
+    def __init__(self, engine: Engine, prompt_for: Callable[[str], str], aggregation: str = "last"):
+        self.engine, self.prompt_for, self.aggregation = engine, prompt_for, aggregation
+        self.usage = Usage()
+        get_aggregation(aggregation)
+        self.yes_id = self._answer_token(" Yes", "Yes")
+        self.no_id = self._answer_token(" No", "No")
+
+    def _answer_token(self, *spellings: str) -> int:
+        for s in spellings:
+            ids = self.engine.tokenize(s, add_bos=False, special=False)
+            if len(ids) == 1:
+                return ids[0]
+        return self.engine.tokenize(spellings[-1], add_bos=False, special=False)[0]
+
+    def score(self, problem: str, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+        suffixes, owners = [], []
+        for i, steps in enumerate(solutions):
+            for k in range(1, len(steps) + 1):
+                suffixes.append("".join(steps[:k]).rstrip() + self.QUESTION)
+                owners.append(i)
+        out: list[list[float]] = [[] for _ in solutions]
+        if suffixes:
+            with self.charged():
+                lps = self.engine.logprobs_at(
+                    self.prompt_for(problem), suffixes, [[-1]] * len(suffixes), [self.yes_id, self.no_id]
+                )
+            for i, lp in zip(owners, lps):
+                out[i].append(two_way(lp[0][0], lp[0][1]))
+        return out
+
+    def scorer(self, problem: str, max_live: int, max_tokens: int) -> StepScorer:
+        return _SelfJudgeScorer(self, problem)
+
+
+class _SelfJudgeScorer(StepScorer):
+    """Self-judging has no cache to share (each question ends differently), so it keeps texts only."""
+
+    def __init__(self, prm: SelfJudgePRM, problem: str):
+        self.prm, self.problem = prm, problem
+        self.steps: dict[int, list[str]] = {0: []}
+        self.next_id = 1
+
+    def fork(self, branch: int, k: int = 1) -> list[int]:
+        ids = list(range(self.next_id, self.next_id + k))
+        for i in ids:
+            self.steps[i] = list(self.steps[branch])
+        self.next_id += k
+        return ids
+
+    def drop(self, branches: Sequence[int]) -> None:
+        for b in branches:
+            self.steps.pop(b, None)
+
+    def add_steps(self, branches: Sequence[int], steps: Sequence[str]) -> list[float]:
+        for b, s in zip(branches, steps):
+            self.steps[b].append(s)
+        suffixes = ["".join(self.steps[b]).rstrip() + self.prm.QUESTION for b in branches]
+        with self.prm.charged():
+            lps = self.prm.engine.logprobs_at(
+                self.prm.prompt_for(self.problem), suffixes, [[-1]] * len(suffixes), [self.prm.yes_id, self.prm.no_id]
+            )
+        return [two_way(lp[0][0], lp[0][1]) for lp in lps]
+
+    def close(self) -> None:
+        self.steps.clear()

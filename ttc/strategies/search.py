@@ -1,0 +1,282 @@
+"""Step-wise search against a process reward model: beam search, lookahead, DVTS and particle filtering.
+
+All of them grow branches one step at a time on the engine's `BranchSet` (a step ends at the preset's
+step delimiter), score each new step incrementally on the PRM's own branches (`StepScorer`), and decide
+which branches live on. Forks share KV cache, so every step's tokens are evaluated once on the policy and
+once on the PRM. Finished branches (end of generation, or out of tokens) become candidates; the answer is
+chosen among them by weighted vote of their aggregated scores (`select`, option: weighted | best | majority).
+
+Spend is counted, not assumed: generation-equivalents = policy tokens generated / mean tokens of a
+finished solution.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from ..answers import extract_answer
+from ..engine.base import SamplingParams
+from ..errors import UsageError
+from ..record import Candidate, Result
+from .base import Meter, SolveContext, make_result, split_steps, strategy
+from .sampling import select_best, select_majority, select_weighted
+
+SELECTORS = {"weighted": select_weighted, "best": select_best, "majority": select_majority}
+
+
+@dataclass
+class Beam:
+    pid: int  # policy branch id
+    sid: int  # PRM branch id
+    group: int = 0  # subtree (DVTS)
+    steps: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    tokens: int = 0
+    done: str = ""  # finish reason once finished
+
+    def copy(self, pid: int, sid: int) -> Beam:
+        return Beam(pid, sid, self.group, list(self.steps), list(self.scores), self.tokens, self.done)
+
+
+def width_for(ctx: SolveContext, default: int = 4) -> tuple[int, int]:
+    """(budget, width) after checking: a budget below the width is an error; a width that does not divide
+    the budget rounds the budget down to a multiple, said on stderr."""
+    width = int(ctx.options.get("width", default))
+    if width < 1:
+        raise UsageError(f"beam width must be at least 1, got {width}")
+    n = ctx.budget
+    if n < width:
+        raise UsageError(f"--budget {n} is below the beam width {width}; raise the budget or lower the width")
+    if n % width:
+        rounded = n - n % width
+        ctx.warn(f"budget {n} is not a multiple of the beam width {width}; using {rounded}")
+        n = rounded
+    return n, width
+
+
+class Search:
+    """Policy branches and PRM branches kept in step."""
+
+    def __init__(self, ctx: SolveContext, n_live: int):
+        if ctx.prm is None:
+            raise UsageError("this strategy needs a reward model: configure prm in the preset")
+        self.ctx = ctx
+        self.max_tokens = ctx.sampling.max_tokens
+        self.policy = ctx.policy.branches(ctx.prompt(), max_live=n_live, max_tokens=self.max_tokens)
+        self.prm = ctx.prm.scorer(ctx.problem, max_live=n_live, max_tokens=self.max_tokens)
+        self.delim = ctx.preset.step_delimiter
+        self.step_seed = 0
+
+    def start(self, k: int, groups: int = 1) -> list[Beam]:
+        pids, sids = self.policy.fork(0, k), self.prm.fork(0, k)
+        self.policy.drop([0])
+        self.prm.drop([0])
+        return [Beam(p, s, group=i * groups // k) for i, (p, s) in enumerate(zip(pids, sids))]
+
+    def fork(self, beam: Beam, k: int) -> list[Beam]:
+        """k copies of a beam; the beam itself is the first (no extra sequence for it)."""
+        if k <= 1:
+            return [beam]
+        pids, sids = self.policy.fork(beam.pid, k - 1), self.prm.fork(beam.sid, k - 1)
+        return [beam] + [beam.copy(p, s) for p, s in zip(pids, sids)]
+
+    def drop(self, beams: list[Beam]) -> None:
+        if beams:
+            self.policy.drop([b.pid for b in beams])
+            self.prm.drop([b.sid for b in beams])
+
+    def step(self, beams: list[Beam], temperature: float | None = None) -> None:
+        """Extend each beam by one step and score it; mark beams that finished."""
+        if not beams:
+            return
+        room = max(1, min(self.max_tokens - b.tokens for b in beams))
+        params = SamplingParams(
+            temperature=self.ctx.sampling.temperature if temperature is None else temperature,
+            top_p=self.ctx.sampling.top_p,
+            top_k=self.ctx.sampling.top_k,
+            max_tokens=room,
+            stop=(self.delim,) if self.delim else (),
+            include_stop=True,
+            seed=self.ctx.seed * 1_000_003 + self.step_seed,
+        )
+        self.step_seed += 1
+        comps = self.policy.extend([b.pid for b in beams], params)
+        scores = self.prm.add_steps([b.sid for b in beams], [c.text if c.text else " " for c in comps])
+        for b, c, s in zip(beams, comps, scores):
+            b.steps.append(c.text)
+            b.scores.append(s)
+            b.tokens += c.n_generated
+            if c.finish_reason == "eos":
+                b.done = "eos"
+            elif b.tokens >= self.max_tokens:
+                b.done = "length"
+            elif c.finish_reason == "length" and not c.text.endswith(self.delim):
+                b.done = "length"
+
+    def candidate(self, b: Beam) -> Candidate:
+        text = "".join(b.steps)
+        return Candidate(
+            answer=extract_answer(text, self.ctx.preset.answer.format, self.ctx.preset.answer.last_number_fallback),
+            text=text,
+            steps=split_steps(text, self.delim),
+            scores=[round(x, 6) for x in b.scores],
+            score=round(self.ctx.prm.aggregate(b.scores), 6),
+            tokens=b.tokens,
+            finish_reason=b.done or "length",
+        )
+
+    def close(self) -> None:
+        self.policy.close()
+        self.prm.close()
+
+
+def _finish(ctx: SolveContext, name: str, meter: Meter, search: Search, finished: list[Beam], details: dict) -> Result:
+    cands = [search.candidate(b) for b in finished]
+    select = SELECTORS.get(str(ctx.options.get("select", "weighted")))
+    if select is None:
+        raise UsageError(f"unknown selection '{ctx.options.get('select')}' (known: {', '.join(SELECTORS)})")
+    answer, sel = select(cands)
+    details.update(sel)
+    spent_tokens = ctx.policy.usage.generated_tokens - meter.policy0.generated_tokens
+    solution_tokens = sum(c.tokens for c in cands) / max(1, len(cands))
+    generations = spent_tokens / max(1.0, solution_tokens)
+    return make_result(ctx, name, meter, cands, answer, generations=generations, details=details)
+
+
+def _max_steps(ctx: SolveContext) -> int:
+    return int(ctx.options.get("max_steps", 40))
+
+
+def tree_search(ctx: SolveContext, name: str, groups: int, keep_per_group: int, width: int, lookahead: int = 0):
+    """Beam search (one group, keep N/M) and DVTS (N/M groups, keep 1 each): every round, extend all live
+    beams one step, move finished ones aside, keep the best `keep_per_group` of each group by last-step
+    score (after `lookahead` greedy steps when asked), and expand each kept beam `width` times."""
+    meter = Meter(ctx)
+    n = groups * keep_per_group * width
+    search = Search(ctx, n_live=(2 * n if lookahead else n) + 1)  # lookahead rolls out a copy of each beam
+    finished: list[Beam] = []
+    try:
+        live = search.start(n, groups)
+        for _ in range(_max_steps(ctx)):
+            if not live:
+                break
+            search.step(live)
+            finished += [b for b in live if b.done]
+            live = [b for b in live if not b.done]
+            if not live:
+                break
+            values = _lookahead_values(search, live, lookahead) if lookahead else {id(b): b.scores[-1] for b in live}
+            kept: list[Beam] = []
+            for g in range(groups):
+                members = sorted((b for b in live if b.group == g), key=lambda b: -values[id(b)])
+                kept += members[:keep_per_group]
+                search.drop(members[keep_per_group:])
+            live = [c for b in kept for c in search.fork(b, width)]
+        for b in live:
+            b.done = b.done or "length"
+        finished += live
+        details = {"width": width, "groups": groups, "kept_per_group": keep_per_group, "lookahead": lookahead}
+        return _finish(ctx, name, meter, search, finished, details)
+    finally:
+        search.close()
+
+
+def _lookahead_values(search: Search, live: list[Beam], k: int) -> dict[int, float]:
+    """Score each beam by rolling a copy forward k steps at temperature 0 and reading the last step's
+    score (the rollouts are real generation and count against the budget); copies are then dropped."""
+    copies = []
+    for b in live:
+        copy = search.fork(b, 2)[1]
+        copies.append((b, copy))
+    rolling = [c for _, c in copies]
+    for _ in range(k):
+        active = [c for c in rolling if not c.done]
+        if not active:
+            break
+        search.step(active, temperature=0.0)
+    values = {id(b): c.scores[-1] for b, c in copies}
+    search.drop([c for _, c in copies])
+    return values
+
+
+@strategy("beam", "step-level beam search: N beams, keep N/M by PRM score, expand each M times", needs_prm=True)
+def beam(ctx: SolveContext) -> Result:
+    n, width = width_for(ctx)
+    return tree_search(ctx, "beam", groups=1, keep_per_group=n // width, width=width)
+
+
+@strategy("lookahead", "beam search scoring each step after k greedy rollout steps (default k=2)", needs_prm=True)
+def lookahead(ctx: SolveContext) -> Result:
+    n, width = width_for(ctx)
+    k = int(ctx.options.get("lookahead", 2))
+    if k < 1:
+        raise UsageError(f"lookahead k must be at least 1, got {k}")
+    # The rollouts cost about k extra steps per kept beam; the paper counts them in the budget, so the
+    # number of beams is cut to leave room for them.
+    kept = max(1, (n // width) // (k + 1))
+    return tree_search(ctx, "lookahead", groups=1, keep_per_group=kept, width=width, lookahead=k)
+
+
+@strategy("dvts", "diverse verifier tree search: N/M independent subtrees, each greedy on the PRM", needs_prm=True)
+def dvts(ctx: SolveContext) -> Result:
+    n, width = width_for(ctx)
+    return tree_search(ctx, "dvts", groups=n // width, keep_per_group=1, width=width)
+
+
+@strategy("particle-filter", "N particles resampled each step by PRM-derived weights", needs_prm=True)
+def particle_filter(ctx: SolveContext) -> Result:
+    """Sequential Monte Carlo over steps: each step, extend every live particle, weight it by its new step's
+    score turned into a likelihood (softmax of logit(score) / temperature, option `pf_temperature`, default
+    1), and resample the live particles with replacement (systematic resampling). Finished particles are set
+    aside; the answer is chosen among them as in the other searches."""
+    meter = Meter(ctx)
+    n = ctx.budget
+    temp = float(ctx.options.get("pf_temperature", 1.0))
+    rng = random.Random(ctx.seed)
+    search = Search(ctx, n_live=n + 1)
+    finished: list[Beam] = []
+    try:
+        live = search.start(n)
+        for _ in range(_max_steps(ctx)):
+            if not live:
+                break
+            search.step(live)
+            finished += [b for b in live if b.done]
+            live = [b for b in live if not b.done]
+            if not live:
+                break
+            logits = [_logit(b.scores[-1]) / temp for b in live]
+            m = max(logits)
+            weights = [math.exp(x - m) for x in logits]
+            picks = _systematic(weights, len(live), rng)
+            counts = [picks.count(i) for i in range(len(live))]
+            search.drop([b for b, c in zip(live, counts) if c == 0])
+            live = [c for b, k in zip(live, counts) if k for c in search.fork(b, k)]
+        for b in live:
+            b.done = b.done or "length"
+        finished += live
+        return _finish(ctx, "particle-filter", meter, search, finished, {"particles": n, "pf_temperature": temp})
+    finally:
+        search.close()
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _systematic(weights: list[float], n: int, rng: random.Random) -> list[int]:
+    """Systematic resampling: n indices drawn in proportion to weights with one uniform offset."""
+    total = sum(weights)
+    step = total / n
+    u = rng.random() * step
+    out, acc, i = [], weights[0], 0
+    for k in range(n):
+        target = u + k * step
+        while acc < target and i < len(weights) - 1:
+            i += 1
+            acc += weights[i]
+        out.append(i)
+    return out
