@@ -113,7 +113,9 @@ def test_bad_stdin(preset, data, needle):
 
 
 def test_missing_model_file(preset):
-    one_line_error(run_ttc("solve", "1+1", "--preset", str(preset), "--model", "/nope/model.gguf"), 2, "/nope/model.gguf")
+    one_line_error(
+        run_ttc("solve", "1+1", "--preset", str(preset), "--model", "/nope/model.gguf"), 2, "/nope/model.gguf"
+    )
 
 
 def test_a_file_that_is_not_gguf(preset, tmp_path):
@@ -200,3 +202,24 @@ def test_presets_show_names_the_file_and_list_includes_it(preset):
 def test_version():
     r = run_ttc("--version")
     assert r.returncode == 0 and r.stdout.decode().startswith("ttc ")
+
+
+def test_compare_prints_a_table_on_stderr_and_records_on_stdout(preset):
+    r = run_ttc(
+        "compare", "12+7", "--preset", str(preset), "--budget", "4", "--answer", "19",
+        "--strategies", "greedy,majority,adaptive", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    rows = json.loads(r.stdout)
+    assert [x["strategy"] for x in rows] == ["greedy", "majority", "adaptive"]
+    assert all(x["correct"] in (True, False) for x in rows)
+    assert "majority" in r.stderr.decode() and "gen tokens" in r.stderr.decode()
+
+
+def test_strategy_options_reach_the_strategy(preset):
+    r = run_ttc("solve", "12+7", "--preset", str(preset), "--strategy", "adaptive", "--budget", "8",
+                "--opt", "wave=2", "--opt", "confidence=0.99", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    d = json.loads(r.stdout)["details"]
+    assert d["wave"] == 2 and d["confidence"] == 0.99
+    one_line_error(run_ttc("solve", "1+1", "--preset", str(preset), "--opt", "novalue"), 2, "key=value")

@@ -18,8 +18,8 @@ def fill(template: str, **values: str) -> str:
     return out
 
 
-def render_chat(engine: Engine, messages: list[dict[str, str]]) -> str:
-    """The model's chat template applied to `messages`, with the assistant turn opened."""
+def render_chat(engine: Engine, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    """The model's chat template applied to `messages`, with the assistant turn opened when asked."""
     template = engine.info.chat_template
     if not template:
         raise UsageError(
@@ -33,7 +33,10 @@ def render_chat(engine: Engine, messages: list[dict[str, str]]) -> str:
     bos = tokens.get(meta.get("tokenizer.ggml.bos_token_id", ""), "")
     eos = tokens.get(meta.get("tokenizer.ggml.eos_token_id", ""), "")
     try:
-        return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)(messages=messages).prompt
+        formatter = Jinja2ChatFormatter(
+            template, eos_token=eos, bos_token=bos, add_generation_prompt=add_generation_prompt
+        )
+        return formatter(messages=messages).prompt
     except Exception as e:
         raise UsageError(f"{engine.info.name}: its chat template failed to render ({type(e).__name__}: {e})") from None
 

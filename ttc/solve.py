@@ -71,7 +71,6 @@ class Solver:
     @property
     def policy(self) -> Engine:
         if self._policy is None:
-
             self._policy = self._load(self.models.model or self.preset.model)
         return self._policy
 
@@ -86,7 +85,7 @@ class Solver:
     def prm(self):
         """The preset's reward model; without one (or with format self-judge) the policy judges itself."""
         if self._prm is None:
-            from .prm import MathShepherdPRM, SelfJudgePRM
+            from .prm import MathShepherdPRM, RLHFlowPRM, SelfJudgePRM
             from .prompts import problem_prompt
 
             cfg = self.preset.prm
@@ -97,8 +96,12 @@ class Solver:
                 self._prm = SelfJudgePRM(self.policy, prompt_for, aggregation)
             elif cfg.format == "math-shepherd":
                 self._prm = MathShepherdPRM(self._load(cfg.model), cfg, self.preset.step_delimiter, where)
+            elif cfg.format == "rlhflow":
+                self._prm = RLHFlowPRM(self._load(cfg.model), cfg, self.preset.step_delimiter, where)
             else:
-                raise UsageError(f"{where}: prm.format '{cfg.format}' is not supported (math-shepherd, self-judge)")
+                raise UsageError(
+                    f"{where}: prm.format '{cfg.format}' is not known (math-shepherd, rlhflow, self-judge)"
+                )
         return self._prm
 
     def solve(

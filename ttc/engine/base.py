@@ -144,9 +144,9 @@ class Engine(ABC):
         positions: Sequence[Sequence[int]],
         token_ids: Sequence[int],
     ) -> list[np.ndarray]:
-        """For each text prefix + suffixes[i]: log P(token_ids) of the token following each position in
-        positions[i] (token indices within the suffix's tokens; negative counts from its end). The prefix
-        is evaluated once. Returns arrays of shape [len(positions[i]), len(token_ids)]."""
+        """For each prefix + suffixes[i] (texts or token lists): log P(token_ids) of the token following each
+        position in positions[i] (token indices within the suffix's tokens; negative counts from its end).
+        The prefix is evaluated once. Returns arrays of shape [len(positions[i]), len(token_ids)]."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

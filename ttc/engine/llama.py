@@ -326,7 +326,7 @@ class LlamaEngine(Engine):
             return self._logprobs_at(prefix, suffixes, positions, token_ids)
 
     def _logprobs_at(self, prefix, suffixes, positions, token_ids) -> list[np.ndarray]:
-        prefix_tokens = self.tokenize(prefix)
+        prefix_tokens = list(prefix) if isinstance(prefix, list) else self.tokenize(prefix)
         suffix_tokens = [s if isinstance(s, list) else self.tokenize(s, add_bos=False) for s in suffixes]
         out: list[np.ndarray] = []
         longest = max((len(s) for s in suffix_tokens), default=0)

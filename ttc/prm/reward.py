@@ -234,3 +234,85 @@ class _SelfJudgeScorer(StepScorer):
 
     def close(self) -> None:
         self.steps.clear()
+
+
+class RLHFlowPRM(RewardModel):
+    """RLHFlow-style chat PRM: each step is a user turn (the first carries the problem), each assistant
+    turn is the good token; a step's score is P(good) / (P(good) + P(bad)) where its assistant reply
+    begins. Rendered with the PRM's own chat template from its GGUF metadata."""
+
+    MARK = "<<ttc-assistant-reply>>"
+
+    def __init__(self, engine: Engine, cfg: PRMConfig, delimiter: str, source: str = "the preset"):
+        from ..prompts import render_chat
+
+        self.engine, self.cfg, self.delimiter, self.source = engine, cfg, delimiter, source
+        self.aggregation = cfg.aggregation
+        self.usage = Usage()
+        get_aggregation(cfg.aggregation)
+        self.good_id = single_token(engine, cfg.good_token, "good token", source)
+        self.bad_id = single_token(engine, cfg.bad_token, "bad token", source)
+        self._render = render_chat
+        self.tokens("1", ["x"])  # fails now, with a usage error, if the template cannot be used
+
+    def tokens(self, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Token ids of the conversation and, per step, the position whose next token is the reply."""
+        messages = []
+        for k, step in enumerate(steps):
+            text = step[: -len(self.delimiter)] if self.delimiter and step.endswith(self.delimiter) else step
+            text = text.replace(self.MARK, "").strip() or "."
+            messages.append({"role": "user", "content": f"{problem} {text}" if k == 0 else text})
+            messages.append({"role": "assistant", "content": self.MARK})
+        parts = self._render(self.engine, messages, add_generation_prompt=False).split(self.MARK)
+        if len(parts) != len(steps) + 1:
+            raise UsageError(f"{self.source}: the PRM's chat template does not keep assistant replies verbatim")
+        ids: list[int] = []
+        positions: list[int] = []
+        for i, part in enumerate(parts):
+            ids += self.engine.tokenize(part, add_bos=(i == 0), special=True)
+            if i < len(steps):
+                positions.append(len(ids) - 1)
+                ids.append(self.good_id)
+        return ids, positions
+
+    def score(self, problem: str, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+        out: list[list[float]] = [[] for _ in solutions]
+        todo = [i for i, s in enumerate(solutions) if s]
+        if not todo:
+            return out
+        encoded = [self.tokens(problem, solutions[i]) for i in todo]
+        common = _common_prefix([ids for ids, _ in encoded])
+        common = min([common] + [pos[0] for _, pos in encoded])  # every read position lies in the suffix
+        with self.charged():
+            lps = self.engine.logprobs_at(
+                [*encoded[0][0][:common]],
+                [ids[common:] for ids, _ in encoded],
+                [[p - common for p in pos] for _, pos in encoded],
+                [self.good_id, self.bad_id],
+            )
+        for i, lp in zip(todo, lps):
+            out[i] = [two_way(g, b) for g, b in lp]
+        return out
+
+    def scorer(self, problem: str, max_live: int, max_tokens: int) -> StepScorer:
+        return _RenderedScorer(self, problem)
+
+
+class _RenderedScorer(_SelfJudgeScorer):
+    """Incremental RLHFlow scoring: each branch keeps its steps; a new step re-scores the conversation
+    (chat renderings are not cheap to extend token by token; this trades PRM tokens for simplicity)."""
+
+    def add_steps(self, branches: Sequence[int], steps: Sequence[str]) -> list[float]:
+        for b, s in zip(branches, steps):
+            self.steps[b].append(s)
+        scores = self.prm.score(self.problem, [self.steps[b] for b in branches])
+        return [s[-1] for s in scores]
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        t = seqs[0][i]
+        if any(s[i] != t for s in seqs):
+            return i
+    return n
