@@ -10,7 +10,7 @@ from conftest import make_tiny_gguf
 from ttc.engine.base import SamplingParams
 from ttc.engine.llama import LlamaEngine
 from ttc.errors import UsageError
-from ttc.presets import AnswerConfig, PRMConfig, Preset, PromptConfig, RevisionConfig
+from ttc.presets import AnswerConfig, Preset, PRMConfig, PromptConfig, RevisionConfig
 from ttc.prm import MathShepherdPRM, SelfJudgePRM
 from ttc.prm.aggregate import last, mean, minimum, product
 from ttc.strategies import REGISTRY, SolveContext

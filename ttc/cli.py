@@ -29,7 +29,8 @@ app = typer.Typer(
 presets_app = typer.Typer(help="List and show presets (model + PRM + prompt format + policy).", no_args_is_help=True)
 app.add_typer(presets_app, name="presets")
 
-err = Console(stderr=True, highlight=False)
+# Piped or logged stderr gets a wide console, so tables keep their columns on one line.
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 # Options shared across commands.
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Preset name or YAML path.")]
@@ -42,6 +43,12 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed; the same seed gives 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the full record as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show llama.cpp's own log on stderr.")]
+OptOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--opt", help="Strategy option key=value, repeatable (width=4, lookahead=2, sequential=4, select=best)."
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -90,7 +97,10 @@ def solve(
     budget: Annotated[
         int, typer.Option("--budget", "-b", help="Generation-equivalents to spend (the paper's N).")
     ] = 16,
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy name (ttc strategies).")] = "majority",
+    strategy: Annotated[
+        str | None,
+        typer.Option("--strategy", "-s", help="Strategy (ttc strategies); default auto with a policy, else majority."),
+    ] = None,
     preset: PresetOpt = None,
     model: ModelOpt = None,
     seed: SeedOpt = 0,
@@ -98,18 +108,23 @@ def solve(
     max_tokens: Annotated[int | None, typer.Option(help="Tokens per solution (default: the preset's).")] = None,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
+    opt: OptOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Solve a problem within a budget; print the answer alone on stdout."""
+    from .compare import parse_options
     from .solve import ModelOptions, SamplingOverrides, Solver, check_budget
     from .strategies import get_strategy
 
     check_budget(budget)
-    get_strategy(strategy)
+    if strategy is not None:
+        get_strategy(strategy)
+    options = parse_options(opt)
     problems = _read_problems(problem)
     solver = Solver(ModelOptions(preset, model, n_gpu_layers, threads, verbose))
+    strategy = strategy or solver.default_strategy
     sampling = SamplingOverrides(temperature=temperature, max_tokens=max_tokens)
     show = err.is_terminal and not quiet and not json_out
     for text in problems:
@@ -118,9 +133,12 @@ def solve(
             continue
         if show:
             with err.status(f"[{strategy}] budget {budget}: {text[:60]}"):
-                result = solver.solve(text, strategy, budget, seed=seed, sampling=sampling)
+                result = solver.solve(text, strategy, budget, seed=seed, sampling=sampling, options=options)
         else:
-            result = solver.solve(text, strategy, budget, seed=seed, sampling=sampling)
+            result = solver.solve(text, strategy, budget, seed=seed, sampling=sampling, options=options)
+        if not quiet:
+            for note in result.details.get("notes", []):
+                err.print(f"ttc: note: {note}", markup=False)
         if json_out:
             print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
         else:
@@ -133,6 +151,78 @@ def solve(
                 f"[dim]{result.strategy}: {s.generations:g} generations, {s.tokens_generated} tokens, "
                 f"{s.wall_s:.2f}s[/dim]"
             )
+    solver.close()
+
+
+@app.command(epilog='Example:\n\n  ttc compare "37+48-19" --budget 16 --answer 66 --strategies greedy,majority,beam')
+def compare(
+    problem: Annotated[str, typer.Argument(help="The problem.")],
+    budget: Annotated[int, typer.Option("--budget", "-b", help="Generation-equivalents per strategy.")] = 16,
+    answer: Annotated[str | None, typer.Option("--answer", help="Gold answer: adds a correct column.")] = None,
+    strategies: Annotated[
+        str, typer.Option("--strategies", help="Comma-separated strategies.")
+    ] = "greedy,majority,best-of-n,weighted-best-of-n,beam",
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = 0,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the preset's).")] = None,
+    n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None,
+    opt: OptOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run strategies side by side on one problem: a table on stderr, --json records on stdout."""
+    from .compare import parse_list, parse_options, run_compare
+    from .solve import ModelOptions, SamplingOverrides, Solver, check_budget, check_problem
+
+    check_problem(problem)
+    check_budget(budget)
+    names = parse_list(strategies, "strategies")
+    solver = Solver(ModelOptions(preset, model, n_gpu_layers, threads, verbose))
+    rows = run_compare(
+        solver,
+        problem,
+        names,
+        budget,
+        seed,
+        SamplingOverrides(temperature=temperature),
+        parse_options(opt),
+        answer,
+        err,
+    )
+    if json_out:
+        print(json.dumps([{**r.to_dict(), "correct": ok} for r, ok in rows], ensure_ascii=False))
+    solver.close()
+
+
+@app.command()
+def difficulty(
+    problem: Annotated[str, typer.Argument(help="The problem.")],
+    samples: Annotated[int, typer.Option("--samples", help="Scored samples to estimate from.")] = 16,
+    budget: Annotated[int | None, typer.Option("--budget", "-b", help="Also say what auto would pick here.")] = None,
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = 0,
+    n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """How hard is PROBLEM for this model? Prints the level (1 easiest .. 5 hardest) on stdout."""
+    from .solve import ModelOptions, Solver
+
+    solver = Solver(ModelOptions(preset, model, n_gpu_layers, threads, verbose))
+    out = solver.difficulty(problem, samples, budget, seed)
+    if json_out:
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        print(out["level"])
+        line = f"mean PRM score {out['mean_score']:.3f}, answer agreement {out['agreement']:.0%} over {samples} samples"
+        if "auto_choice" in out:
+            c = out["auto_choice"]
+            line += f"; auto at budget {c['budget']} would run {c['strategy']}"
+        err.print(line, markup=False)
     solver.close()
 
 
@@ -197,6 +287,72 @@ def speed(
     )
     if json_out:
         print(json.dumps(rows))
+
+
+@app.command(
+    epilog="Examples:\n\n  ttc bench ttc/data/arith500.jsonl --strategies majority --budgets 1,2,4,8,16 --limit 50\n\n"
+    "  ttc bench math500.jsonl --limit 20 --out runs/math --plot\n\n"
+    "  ttc bench math500.jsonl --limit 20 --out runs/math --resume"
+)
+def bench(
+    data: Annotated[str, typer.Argument(help="JSONL dataset: MATH-500, GSM8K, arith, or any with --*-key.")],
+    strategies: Annotated[str, typer.Option("--strategies", "-s", help="Comma-separated strategies.")] = "majority",
+    budgets: Annotated[str, typer.Option("--budgets", "-b", help="Comma-separated budgets.")] = "1,4,16,64",
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Results folder (default: bench-runs/DATASET_NAME).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N valid problems.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out, skipping what is done.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start over in a non-empty --out, or resume with a changed config.")
+    ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="A malformed dataset line is fatal.")] = False,
+    problem_key: Annotated[str | None, typer.Option("--problem-key", help="Key of the problem text.")] = None,
+    answer_key: Annotated[str | None, typer.Option("--answer-key", help="Key of the gold answer.")] = None,
+    id_key: Annotated[str | None, typer.Option("--id-key", help="Key of the id (default: the line number).")] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="Problems at once, for backends that serve several requests.")
+    ] = 1,
+    plot: Annotated[bool, typer.Option("--plot", help="Write DIR/accuracy_vs_budget.png (matplotlib).")] = False,
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = 0,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the preset's).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Tokens per solution (default: the preset's).")] = None,
+    n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print summary.json on stdout at the end.")] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run a dataset under strategies x budgets: live progress, resumable DIR/samples.jsonl, summaries, plot."""
+    from pathlib import Path
+
+    from .bench import BenchOptions, parse_budgets, parse_strategies, run_bench
+    from .solve import ModelOptions, SamplingOverrides
+
+    opts = BenchOptions(
+        data=data,
+        out=out or str(Path("bench-runs") / Path(data).stem),
+        strategies=parse_strategies(strategies),
+        budgets=parse_budgets(budgets),
+        limit=limit,
+        seed=seed,
+        resume=resume,
+        force=force,
+        strict=strict,
+        problem_key=problem_key,
+        answer_key=answer_key,
+        id_key=id_key,
+        concurrency=concurrency,
+        plot=plot,
+        quiet=quiet,
+        models=ModelOptions(preset, model, n_gpu_layers, threads, verbose),
+        sampling=SamplingOverrides(temperature=temperature, max_tokens=max_tokens),
+    )
+    summary = run_bench(opts, console=err)
+    if json_out:
+        print(json.dumps(summary, ensure_ascii=False))
 
 
 @app.command("strategies")

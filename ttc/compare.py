@@ -86,4 +86,3 @@ def table(rows: list[tuple[Result, bool | None]], budget: int, gold: str | None)
             f"{s.wall_s:.2f}",
         )  # fmt: skip
     return t
-

@@ -66,6 +66,7 @@ class Solver:
         self.models = models
         self._policy: Engine | None = None
         self._prm = None
+        self._table = None
         self.base_dir = Path(self.preset.source).parent if self.preset.source else None
 
     @property
@@ -80,6 +81,29 @@ class Solver:
         path = resolve_model(ref, base_dir=self.base_dir)
         m = self.models
         return LlamaEngine(str(path), n_gpu_layers=m.n_gpu_layers, n_threads=m.threads, verbose=m.verbose)
+
+    @property
+    def default_strategy(self) -> str:
+        """`auto` when the preset has a policy, else majority vote."""
+        return "auto" if self.preset.policy else "majority"
+
+    @property
+    def policy_table(self):
+        """The preset's compute-optimal policy, checked against the loaded model (a mismatch warns)."""
+        if self._table is None and self.preset.policy:
+            from .policy import load_policy
+
+            path = Path(self.preset.policy)
+            self._table = load_policy(path if path.is_absolute() else (self.base_dir or Path()) / path)
+            name = self.policy.info.name
+            if self._table.model != name:
+                self.warn(f"policy {self._table.source} was calibrated for {self._table.model}, not {name}")
+        return self._table
+
+    def warn(self, message: str) -> None:
+        import sys
+
+        print(f"ttc: warning: {message}", file=sys.stderr)
 
     @property
     def prm(self):
@@ -130,7 +154,44 @@ class Solver:
         )
         if spec.needs_prm or (spec.uses_prm and self.preset.prm is not None):
             ctx.prm = self.prm
+        if spec.name == "auto":
+            ctx.table = self.policy_table
         return spec.run(ctx)
+
+    def difficulty(self, problem: str, samples: int, budget: int | None, seed: int = 0) -> dict[str, Any]:
+        """Model-predicted difficulty: the mean final PRM score of `samples` scored samples, its level
+        under the policy's thresholds, the answer agreement, and what `auto` would pick at `budget`."""
+        from .policy import Policy
+        from .strategies.adaptive import estimate_difficulty
+
+        check_problem(problem)
+        check_budget(samples)
+        table = self.policy_table
+        if table is None:
+            table = Policy(model="", prm=None, samples=samples, thresholds=[0.8, 0.6, 0.4, 0.2], table={})
+            self.warn("the preset has no calibrated policy: levels use even thresholds 0.8/0.6/0.4/0.2")
+        ctx = SolveContext(
+            problem=problem.strip(), preset=self.preset, policy=self.policy, budget=samples, seed=seed,
+            sampling=dataclasses.replace(SamplingOverrides().apply(self.preset), seed=seed), prm=self.prm,
+        )  # fmt: skip
+        est = estimate_difficulty(ctx, samples, table)
+        out: dict[str, Any] = {
+            "level": est.level,
+            "mean_score": round(est.mean_score, 6),
+            "agreement": round(est.agreement, 4),
+            "samples": samples,
+            "answers": [c.answer for c in est.candidates],
+        }
+        if budget is not None and table.table:
+            check_budget(budget)
+            choice, at = table.choose(est.level, budget)
+            out["auto_choice"] = {
+                "budget": budget,
+                "strategy": choice.strategy,
+                "options": choice.options,
+                "table_budget": at,
+            }
+        return out
 
     def close(self) -> None:
         if self._prm is not None and self._prm.engine is not self._policy:

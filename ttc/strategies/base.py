@@ -29,6 +29,7 @@ class SolveContext:
     seed: int
     sampling: SamplingParams  # temperature, top_p, top_k, max_tokens, stop (preset < flags)
     prm: Any = None  # a reward model (ttc.prm), None when none is configured
+    table: Any = None  # the compute-optimal policy (ttc.policy.Policy) for `auto`, when the preset has one
     options: dict[str, Any] = field(default_factory=dict)  # strategy hyperparameters
     progress: Callable[[str], None] | None = None  # status callback for the command line
     notes: list[str] = field(default_factory=list)  # what the strategy adjusted (shown on stderr, kept in details)
