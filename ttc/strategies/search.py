@@ -82,6 +82,13 @@ class Search:
         pids, sids = self.policy.fork(beam.pid, k - 1), self.prm.fork(beam.sid, k - 1)
         return [beam] + [beam.copy(p, s) for p, s in zip(pids, sids)]
 
+    def retire(self, beams: list[Beam], finished: list[Beam]) -> list[Beam]:
+        """Move finished beams to `finished`, freeing their sequences; return the live ones."""
+        done = [b for b in beams if b.done]
+        finished += done
+        self.drop(done)
+        return [b for b in beams if not b.done]
+
     def drop(self, beams: list[Beam]) -> None:
         if beams:
             self.policy.drop([b.pid for b in beams])
@@ -163,8 +170,7 @@ def tree_search(ctx: SolveContext, name: str, groups: int, keep_per_group: int, 
             if not live:
                 break
             search.step(live)
-            finished += [b for b in live if b.done]
-            live = [b for b in live if not b.done]
+            live = search.retire(live, finished)
             if not live:
                 break
             values = _lookahead_values(search, live, lookahead) if lookahead else {id(b): b.scores[-1] for b in live}
@@ -243,8 +249,7 @@ def particle_filter(ctx: SolveContext) -> Result:
             if not live:
                 break
             search.step(live)
-            finished += [b for b in live if b.done]
-            live = [b for b in live if not b.done]
+            live = search.retire(live, finished)
             if not live:
                 break
             logits = [_logit(b.scores[-1]) / temp for b in live]
