@@ -72,7 +72,12 @@ def _sampled(name: str, summary: str, select: Selector, needs_prm: bool) -> None
     strategy(name, summary, needs_prm=needs_prm, subset=subset)(run)
 
 
-@strategy("greedy", "one solution at temperature 0 (the baseline; spends 1 of the budget)")
+def _greedy_subset(result: Result, k: int) -> Result:
+    """Greedy spends 1 whatever the budget: a run at any budget is the run at every budget."""
+    return dataclasses.replace(result, budget=k, details={**result.details, "subset_of_budget": result.budget})
+
+
+@strategy("greedy", "one solution at temperature 0 (the baseline; spends 1 of the budget)", subset=_greedy_subset)
 def greedy(ctx: SolveContext) -> Result:
     meter = Meter(ctx)
     params = dataclasses.replace(ctx.sampling, temperature=0.0, seed=ctx.seed)
