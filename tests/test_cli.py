@@ -222,3 +222,11 @@ def test_strategy_options_reach_the_strategy(preset):
     d = json.loads(r.stdout)["details"]
     assert d["wave"] == 2 and d["confidence"] == 0.99
     one_line_error(run_ttc("solve", "1+1", "--preset", str(preset), "--opt", "novalue"), 2, "key=value")
+
+
+def test_a_strategy_variant_carries_its_options_and_its_label(preset):
+    r = run_ttc("solve", "12+7", "--preset", str(preset), "--strategy", "adaptive:wave=2", "--budget", "4", "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    rec = json.loads(r.stdout)
+    assert rec["strategy"] == "adaptive:wave=2" and rec["details"]["wave"] == 2
+    one_line_error(run_ttc("solve", "1+1", "--preset", str(preset), "--strategy", "beam:width"), 2, "key=value")

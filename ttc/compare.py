@@ -10,6 +10,7 @@ from .errors import UsageError
 from .record import Result
 from .solve import SamplingOverrides, Solver
 from .strategies import get_strategy
+from .strategies.base import as_number
 
 
 def parse_list(text: str | None, what: str) -> list[str]:
@@ -26,14 +27,7 @@ def parse_options(pairs: list[str] | None) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--opt takes key=value, got '{pair}'")
-        v: object = value.strip()
-        for cast in (int, float):
-            try:
-                v = cast(value)
-                break
-            except ValueError:
-                continue
-        out[key.strip()] = v
+        out[key.strip()] = as_number(value.strip())
     return out
 
 

@@ -18,6 +18,7 @@ from .errors import UsageError
 from .presets import Preset, load_preset
 from .record import Result
 from .strategies import SolveContext, get_strategy
+from .strategies.base import parse_variant
 
 
 @dataclass
@@ -139,6 +140,8 @@ class Solver:
         progress=None,
     ) -> Result:
         spec = get_strategy(strategy)
+        name, variant_options = parse_variant(strategy)
+        options = {**variant_options, **(options or {})}
         check_problem(problem)
         check_budget(budget)
         params = (sampling or SamplingOverrides()).apply(self.preset)
@@ -156,7 +159,8 @@ class Solver:
             ctx.prm = self.prm
         if spec.name == "auto":
             ctx.table = self.policy_table
-        return spec.run(ctx)
+        result = spec.run(ctx)
+        return result if name == strategy else dataclasses.replace(result, strategy=strategy)
 
     def difficulty(self, problem: str, samples: int, budget: int | None, seed: int = 0) -> dict[str, Any]:
         """Model-predicted difficulty: the mean final PRM score of `samples` scored samples, its level

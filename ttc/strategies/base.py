@@ -88,7 +88,30 @@ def scale_spent(spent: Spent, result: Result, k: int) -> Spent:
     )
 
 
+def parse_variant(label: str) -> tuple[str, dict[str, Any]]:
+    """'beam:width=2:select=best' -> ('beam', {'width': 2, 'select': 'best'}): a strategy with options,
+    named as one label (for bench and calibration, where variants sit side by side)."""
+    name, *pairs = label.split(":")
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"strategy variant '{label}': options are key=value after ':' (e.g. beam:width=2)")
+        options[key] = as_number(value)
+    return name, options
+
+
+def as_number(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            continue
+    return value
+
+
 def get_strategy(name: str) -> StrategySpec:
+    name = parse_variant(name)[0]
     if name not in REGISTRY:
         from difflib import get_close_matches
 
