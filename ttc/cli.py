@@ -355,6 +355,62 @@ def bench(
         print(json.dumps(summary, ensure_ascii=False))
 
 
+@app.command(
+    epilog="Example:\n\n  ttc calibrate ttc/data/arith_calib.jsonl --budgets 1,2,4,8,16,32,64 "
+    "--out presets/policies/tiny-arith.yaml --limit 200"
+)
+def calibrate(
+    data: Annotated[str, typer.Argument(help="Labeled JSONL dataset (problems with gold answers).")],
+    out: Annotated[str, typer.Option("--out", "-o", help="The policy YAML to write.")],
+    budgets: Annotated[str, typer.Option("--budgets", "-b", help="Comma-separated budgets.")] = "1,2,4,8,16,32,64",
+    run_dir: Annotated[
+        str | None, typer.Option("--dir", help="Where the benches keep results (default: calibrate-runs/NAME).")
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Difficulty-estimation samples auto will spend.")] = 4,
+    sampled: Annotated[
+        str, typer.Option("--sampled", help="Sampled candidates.")
+    ] = "majority,best-of-n,weighted-best-of-n",
+    search: Annotated[
+        str, typer.Option("--search", help="Search/revision candidates (variants like beam:width=2).")
+    ] = "beam:width=4,beam:width=2,dvts:width=4,revise:sequential=4,revise:sequential=2",
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N valid problems.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the benches in --dir.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in a non-empty --dir.")] = False,
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = 0,
+    n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Learn which strategy wins at each difficulty level and budget; write a policy for --strategy auto."""
+    from pathlib import Path
+
+    from .bench import BenchOptions, parse_budgets, parse_strategies
+    from .calibrate import CalibrateOptions, run_calibrate
+    from .solve import ModelOptions
+
+    name = Path(out).stem
+    template = BenchOptions(
+        data=data, out="", limit=limit, seed=seed, resume=resume, force=force, quiet=quiet,
+        models=ModelOptions(preset, model, n_gpu_layers, threads, verbose),
+    )  # fmt: skip
+    policy = run_calibrate(
+        CalibrateOptions(
+            data=data, out=out, budgets=parse_budgets(budgets), run_dir=run_dir or str(Path("calibrate-runs") / name),
+            samples=samples, sampled=parse_strategies(sampled),
+            search=parse_strategies(search) if search.strip() else [], bench=template,
+        ),
+        console=err,
+    )  # fmt: skip
+    if not quiet:
+        err.print(f"policy for {policy.model} written to {out}; thresholds {policy.thresholds}", markup=False)
+        for level, row in policy.accuracy.items():
+            cells = ", ".join(f"{b}: {c['chosen']} {c['accuracy']:.0%}" for b, c in row.items())
+            err.print(f"  level {level}: {cells}", markup=False)
+
+
 @app.command("strategies")
 def strategies_cmd() -> None:
     """List the strategies."""

@@ -1,0 +1,49 @@
+"""ttc calibrate on a tiny random model: it writes a policy that loads, covers every level and budget,
+reports cross-validated accuracies, and refuses data without answers."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import REPO
+from test_cli import PRESET_TEXT, run_ttc
+
+from ttc.policy import LEVELS, load_policy
+
+FIXTURE = REPO / "tests" / "fixtures" / "arith_head.jsonl"
+
+
+def test_calibrate_writes_a_complete_policy_and_resumes(tmp_path, tiny_gguf):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(PRESET_TEXT.format(model=tiny_gguf))
+    out = tmp_path / "policies" / "t.yaml"
+    args = [
+        "calibrate", str(FIXTURE), "--out", str(out), "--dir", str(tmp_path / "runs"), "--budgets", "1,2,4",
+        "--samples", "2", "--sampled", "majority,weighted-best-of-n", "--search", "beam:width=2",
+        "--preset", str(preset), "--quiet",
+    ]  # fmt: skip
+    r = run_ttc(*args)
+    assert r.returncode == 0, r.stderr.decode()
+    pol = load_policy(out)
+    assert sorted(pol.table) == list(LEVELS) and all(sorted(row) == [1, 2, 4] for row in pol.table.values())
+    assert pol.thresholds == sorted(pol.thresholds, reverse=True) and pol.samples == 2
+    assert pol.model == "tiny.gguf"
+    cell = pol.accuracy[1][4]
+    assert {"chosen", "accuracy", "cross_validated", "problems", "all"} <= set(cell)
+    assert "beam:width=2" in cell["all"] or cell["problems"] == 0
+    lines = (tmp_path / "runs" / "sampled" / "samples.jsonl").read_text().splitlines()
+    r2 = run_ttc(*args, "--resume")
+    assert r2.returncode == 0, r2.stderr.decode()
+    assert (tmp_path / "runs" / "sampled" / "samples.jsonl").read_text().splitlines() == lines
+
+
+def test_calibration_data_without_answers_is_refused(tmp_path, tiny_gguf):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(PRESET_TEXT.format(model=tiny_gguf))
+    data = tmp_path / "noanswers.jsonl"
+    data.write_text("\n".join(json.dumps({"problem": f"{i}+1"}) for i in range(3)) + "\n")
+    r = run_ttc("calibrate", str(data), "--out", str(tmp_path / "p.yaml2"), "--dir", str(tmp_path / "r"),
+                "--preset", str(preset), "--budgets", "1,2", "--quiet")  # fmt: skip
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "answer" in err

@@ -1,0 +1,144 @@
+"""`ttc calibrate`: learn a compute-optimal policy (which strategy at which difficulty and budget) from a
+labeled dataset, as in Snell et al. 2024, section 3.
+
+1. Two benches (resumable, with live progress) over the dataset: the sampled strategies at every budget
+   (one run at the largest budget, smaller ones derived from it) and the search strategies and revisions
+   at the budgets they fit. Their results land in RUN_DIR/sampled and RUN_DIR/search.
+2. Each problem's predicted difficulty is the mean final PRM score of its first `samples` scored samples
+   (those of weighted-best-of-n at the largest budget: the same estimator `auto` uses at run time),
+   and the thresholds between the 5 levels are its quintiles, learned here.
+3. For each (level, budget) the (strategy, options) with the best accuracy is chosen; its accuracy is
+   also cross-validated (choose on one half of the level's problems, score on the other, both ways), so
+   the policy file reports what the choice is worth on problems it was not chosen on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .bench.run import BenchOptions, run_bench
+from .bench.store import SAMPLES
+from .errors import UsageError
+from .policy import LEVELS, Choice, Policy, dump_policy
+from .strategies.base import parse_variant
+
+SAMPLED = ["majority", "best-of-n", "weighted-best-of-n"]
+SEARCH = ["beam:width=4", "beam:width=2", "dvts:width=4", "revise:sequential=4", "revise:sequential=2"]
+ESTIMATOR = "weighted-best-of-n"  # its scored samples give the difficulty estimate
+
+
+@dataclass
+class CalibrateOptions:
+    data: str
+    out: str  # the policy YAML to write
+    budgets: list[int]
+    run_dir: str  # where the two benches keep their results (resumable)
+    samples: int = 4  # difficulty-estimation samples (auto spends them from its budget)
+    sampled: list[str] = field(default_factory=lambda: list(SAMPLED))
+    search: list[str] = field(default_factory=lambda: list(SEARCH))
+    bench: BenchOptions | None = None  # template: model flags, seed, limit, resume, force, quiet ...
+
+
+def min_budget(label: str) -> int:
+    name, options = parse_variant(label)
+    return int(options.get("width", 4)) if name in ("beam", "dvts", "lookahead") else 1
+
+
+def run_calibrate(opts: CalibrateOptions, console=None) -> Policy:
+    if opts.samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {opts.samples}")
+    base = opts.bench or BenchOptions(data=opts.data, out="")
+    top = max(opts.budgets)
+    runs = [(Path(opts.run_dir) / "sampled", opts.sampled, opts.budgets)]
+    fits = [b for b in opts.budgets if b >= min(min_budget(s) for s in opts.search)] if opts.search else []
+    if fits:
+        runs.append((Path(opts.run_dir) / "search", opts.search, fits))
+    for out, strategies, budgets in runs:
+        run_bench(replace(base, data=opts.data, out=str(out), strategies=strategies, budgets=budgets), console)
+    records = [r for out, _, _ in runs for r in _read(out / SAMPLES)]
+    if not records:
+        raise UsageError(f"{opts.data}: no problems to calibrate on")
+    if all(not r.get("gold_answer") for r in records):
+        raise UsageError(f"{opts.data}: the calibration data has no answers to grade against")
+    difficulty = _difficulty(records, top, opts.samples)
+    policy = choose(records, difficulty, opts.budgets, opts.samples)
+    policy.model = records[0]["model"]
+    policy.prm = next((r["prm"] for r in records if r.get("prm")), None)
+    dump_policy(
+        policy, opts.out, made_with={"data": str(opts.data), "problems": len(difficulty), "run_dir": opts.run_dir}
+    )
+    policy.source = str(opts.out)
+    return policy
+
+
+def _read(path: Path) -> list[dict]:
+    out = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                out.append(json.loads(line))
+    return out
+
+
+def _difficulty(records: list[dict], top: int, k: int) -> dict[str, float]:
+    """Problem id -> mean aggregated PRM score of the estimator's first k samples."""
+    out = {}
+    for r in records:
+        if r["strategy"] == ESTIMATOR and int(r["budget"]) == top and r.get("candidates"):
+            scores = [c.get("score") or 0.0 for c in r["candidates"][:k]]
+            out[str(r["id"])] = sum(scores) / len(scores)
+    if not out:
+        raise UsageError(f"calibration needs {ESTIMATOR} at budget {top} to estimate difficulty; none ran")
+    return out
+
+
+def thresholds(values: list[float]) -> list[float]:
+    """The 4 quintile boundaries, descending (level 1 holds the highest scores)."""
+    v = sorted(values, reverse=True)
+    n = len(v)
+    return [v[min(n - 1, max(0, round(n * q) - 1))] for q in (0.2, 0.4, 0.6, 0.8)]
+
+
+def choose(records: list[dict], difficulty: dict[str, float], budgets: list[int], samples: int) -> Policy:
+    th = thresholds(list(difficulty.values()))
+    probe = Policy(model="", prm=None, samples=samples, thresholds=th, table={})
+    level_of = {pid: probe.level(s) for pid, s in difficulty.items()}
+    correct: dict[tuple[str, int], dict[str, bool]] = {}
+    for r in records:
+        pid = str(r["id"])
+        if pid in level_of:
+            correct.setdefault((r["strategy"], int(r["budget"])), {})[pid] = bool(r.get("correct"))
+    strategies = list(dict.fromkeys(s for s, _ in correct))  # in run order: cheaper ones first win ties
+    table: dict[int, dict[int, Choice]] = {}
+    accuracy: dict[int, dict[int, Any]] = {}
+    for level in LEVELS:
+        ids = sorted(p for p, lv in level_of.items() if lv == level)
+        table[level], accuracy[level] = {}, {}
+        for b in budgets:
+            acc = {s: _acc(correct.get((s, b), {}), ids) for s in strategies if (s, b) in correct}
+            best = max(acc, key=lambda s: acc[s]) if acc else "majority"
+            halves = (ids[0::2], ids[1::2])
+            cv = []
+            for pick, score in (halves, halves[::-1]):
+                if pick and score:
+                    a = {s: _acc(correct[(s, b)], pick) for s in acc}
+                    chosen = max(a, key=lambda s: a[s])
+                    cv.append((_acc(correct[(chosen, b)], score), len(score)))
+            name, options = parse_variant(best)
+            table[level][b] = Choice(name, options)
+            accuracy[level][b] = {
+                "chosen": best,
+                "accuracy": round(acc.get(best, 0.0), 4),
+                "cross_validated": round(sum(a * n for a, n in cv) / max(1, sum(n for _, n in cv)), 4) if cv else None,
+                "problems": len(ids),
+                "all": {s: round(v, 4) for s, v in acc.items()},
+            }
+    return Policy(model="", prm=None, samples=samples, thresholds=th, table=table, accuracy=accuracy)
+
+
+def _acc(by_id: dict[str, bool], ids: list[str]) -> float:
+    have = [by_id[i] for i in ids if i in by_id]
+    return sum(have) / len(have) if have else 0.0
