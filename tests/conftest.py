@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,57 @@ CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+PRESET_TEXT = """\
+name: test-random
+description: a random tiny model for CLI tests
+model: {model}
+prompt:
+  format: raw
+  template: "Problem: {{problem}}\\nSolution:\\n"
+step_delimiter: "\\n"
+answer:
+  format: boxed
+  last_number_fallback: true
+sampling:
+  temperature: {temperature}
+  max_tokens: {max_tokens}
+"""
+
+
+def preset_text(model, temperature: float = 0.8, max_tokens: int = 12) -> str:
+    """A preset on a (random) model file, for tests of the command line."""
+    return PRESET_TEXT.format(model=model, temperature=temperature, max_tokens=max_tokens)
+
+
+def ttc_env(**extra: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **extra}
+    env.pop("TTC_DEBUG", None)
+    return env
+
+
+def run_ttc(*args: str, stdin: bytes | None = None, timeout: float = 180, **env_extra: str):
+    """`python -m ttc ARGS` in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ttc", *args],
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        timeout=timeout,
+        env=ttc_env(**env_extra),
+        cwd=REPO,
+    )
+
+
+def one_line_error(r, code: int, *needles: str) -> str:
+    """Assert a failure with exit `code`, one line on stderr holding each needle, and no traceback."""
+    err = r.stderr.decode()
+    assert r.returncode == code, (r.returncode, err)
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
 
 
 def make_tiny_gguf(

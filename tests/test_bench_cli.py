@@ -13,59 +13,20 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, one_line_error, preset_text, run_ttc, ttc_env
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-PRESET_TEXT = """\
-name: bench-random
-description: a random tiny model for bench CLI tests
-model: {model}
-prompt:
-  format: raw
-  template: "Problem: {{problem}}\\nSolution:\\n"
-step_delimiter: "\\n"
-answer:
-  format: boxed
-  last_number_fallback: true
-sampling:
-  temperature: 1.0
-  max_tokens: 8
-"""
-
-
-def env(**extra) -> dict:
-    e = {**os.environ, "PYTHONPATH": str(REPO), **extra}
-    e.pop("TTC_DEBUG", None)
-    return e
-
-
-def run_ttc(*args: str, timeout: float = 180, **env_extra) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ttc", *args]
-    return subprocess.run(
-        cmd, capture_output=True, timeout=timeout, env=env(**env_extra), cwd=REPO, stdin=subprocess.DEVNULL
-    )
 
 
 @pytest.fixture(scope="module")
 def preset(tmp_path_factory, tiny_gguf) -> Path:
     path = tmp_path_factory.mktemp("presets") / "bench-random.yaml"
-    path.write_text(PRESET_TEXT.format(model=tiny_gguf))
+    path.write_text(preset_text(tiny_gguf, temperature=1.0, max_tokens=8))
     return path
 
 
 def bench_args(preset: Path, data: Path, out: Path, *more: str) -> list[str]:
     return ["bench", str(data), "--preset", str(preset), "--out", str(out), "--threads", "1", *more]
-
-
-def one_line_error(r: subprocess.CompletedProcess, code: int, *needles: str) -> str:
-    err = r.stderr.decode()
-    assert r.returncode == code, (r.returncode, err)
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 def keys_of(path: Path) -> list[tuple]:
@@ -113,7 +74,7 @@ def test_kill_9_mid_run_then_resume_keeps_every_record_and_repeats_none(preset, 
     out = tmp_path / "run"
     samples = out / "samples.jsonl"
     args = bench_args(preset, data, out, "--budgets", "1,2,4", "--max-tokens", "16")
-    proc = subprocess.Popen([sys.executable, "-m", "ttc", *args], env=env(), cwd=REPO, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "ttc", *args], env=ttc_env(), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -202,7 +163,7 @@ def test_a_full_disk_ends_with_one_line_and_only_whole_records_then_resume_compl
         "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (12000, 12000)); "
         f"from ttc.cli import main; sys.exit(main({args!r}))"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env(), cwd=REPO, timeout=180)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, env=ttc_env(), cwd=REPO, timeout=180)
     one_line_error(r, 1, "samples.jsonl", "file size limit", "--resume")
     data = (out / "samples.jsonl").read_bytes()
     assert data.endswith(b"\n") and all(json.loads(x) for x in data.splitlines())

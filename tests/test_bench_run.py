@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import preset_text
 from rich.console import Console
 
 from ttc.bench import BenchOptions, run_bench
@@ -26,27 +27,11 @@ from ttc.solve import ModelOptions
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ARITH = FIXTURES / "arith_head.jsonl"
 
-PRESET_TEXT = """\
-name: bench-random
-description: a random tiny model for bench tests
-model: {model}
-prompt:
-  format: raw
-  template: "Problem: {{problem}}\\nSolution:\\n"
-step_delimiter: "\\n"
-answer:
-  format: boxed
-  last_number_fallback: true
-sampling:
-  temperature: 1.0
-  max_tokens: 8
-"""
-
 
 @pytest.fixture(scope="module")
 def preset(tmp_path_factory, tiny_gguf) -> Path:
     path = tmp_path_factory.mktemp("presets") / "bench-random.yaml"
-    path.write_text(PRESET_TEXT.format(model=tiny_gguf))
+    path.write_text(preset_text(tiny_gguf, temperature=1.0, max_tokens=8))
     return path
 
 
@@ -105,7 +90,7 @@ def test_summary_files_agree_with_samples(preset, tmp_path):
     csv_lines = (out / "summary.csv").read_text().splitlines()
     assert csv_lines[0].startswith("group,value,strategy,budget,n,correct,accuracy")
     assert len(csv_lines) == 1 + len(summary["by_budget"]) + len(summary["by_difficulty"]["ops"])
-    assert summary["overhead"]["records_run"] == 5 + 5 * 2  # majority once per problem, greedy per budget
+    assert summary["overhead"]["records_run"] == 5 + 5  # majority and greedy each run once per problem
     assert summary["overhead"]["engine_wall_s"] > 0 and summary["overhead"]["ratio"] >= 1
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import REPO
-from test_cli import PRESET_TEXT, run_ttc
+from conftest import REPO, preset_text, run_ttc
 
 from ttc.policy import LEVELS, load_policy
 
@@ -15,7 +14,7 @@ FIXTURE = REPO / "tests" / "fixtures" / "arith_head.jsonl"
 
 def test_calibrate_writes_a_complete_policy_and_resumes(tmp_path, tiny_gguf):
     preset = tmp_path / "p.yaml"
-    preset.write_text(PRESET_TEXT.format(model=tiny_gguf))
+    preset.write_text(preset_text(tiny_gguf))
     out = tmp_path / "policies" / "t.yaml"
     args = [
         "calibrate", str(FIXTURE), "--out", str(out), "--dir", str(tmp_path / "runs"), "--budgets", "1,2,4",
@@ -39,7 +38,7 @@ def test_calibrate_writes_a_complete_policy_and_resumes(tmp_path, tiny_gguf):
 
 def test_calibration_data_without_answers_is_refused(tmp_path, tiny_gguf):
     preset = tmp_path / "p.yaml"
-    preset.write_text(PRESET_TEXT.format(model=tiny_gguf))
+    preset.write_text(preset_text(tiny_gguf))
     data = tmp_path / "noanswers.jsonl"
     data.write_text("\n".join(json.dumps({"problem": f"{i}+1"}) for i in range(3)) + "\n")
     r = run_ttc("calibrate", str(data), "--out", str(tmp_path / "p.yaml2"), "--dir", str(tmp_path / "r"),

@@ -4,60 +4,18 @@ every kind of bad input gets one line on stderr, the right exit code and no trac
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-
-PRESET_TEXT = """\
-name: test-random
-description: a random tiny model for CLI tests
-model: {model}
-prompt:
-  format: raw
-  template: "Problem: {{problem}}\\nSolution:\\n"
-step_delimiter: "\\n"
-answer:
-  format: boxed
-  last_number_fallback: true
-sampling:
-  temperature: 0.8
-  max_tokens: 12
-"""
-
-
-def run_ttc(*args: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("TTC_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "ttc", *args],
-        input=stdin if stdin is not None else b"",
-        capture_output=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-    )
+from conftest import one_line_error, preset_text, run_ttc
 
 
 @pytest.fixture(scope="module")
 def preset(tmp_path_factory, tiny_gguf) -> Path:
     path = tmp_path_factory.mktemp("presets") / "test-random.yaml"
-    path.write_text(PRESET_TEXT.format(model=tiny_gguf))
+    path.write_text(preset_text(tiny_gguf))
     return path
-
-
-def one_line_error(r: subprocess.CompletedProcess, code: int, *needles: str) -> str:
-    err = r.stderr.decode()
-    assert r.returncode == code, (r.returncode, err)
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 def test_stdout_holds_only_the_answer(preset):
@@ -145,13 +103,13 @@ def test_unknown_preset():
 
 def test_preset_with_unknown_key(tmp_path, tiny_gguf):
     p = tmp_path / "bad.yaml"
-    p.write_text(PRESET_TEXT.format(model=tiny_gguf) + "temprature: 0.5\n")
+    p.write_text(preset_text(tiny_gguf) + "temprature: 0.5\n")
     one_line_error(run_ttc("solve", "1+1", "--preset", str(p)), 2, "temprature", str(p))
 
 
 def test_preset_with_a_wrong_type(tmp_path, tiny_gguf):
     p = tmp_path / "bad.yaml"
-    p.write_text(PRESET_TEXT.format(model=tiny_gguf).replace("max_tokens: 12", "max_tokens: lots"))
+    p.write_text(preset_text(tiny_gguf).replace("max_tokens: 12", "max_tokens: lots"))
     one_line_error(run_ttc("solve", "1+1", "--preset", str(p)), 2, "sampling.max_tokens", str(p))
 
 

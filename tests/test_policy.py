@@ -7,8 +7,7 @@ import json
 
 import pytest
 import yaml
-from conftest import make_tiny_gguf
-from test_cli import PRESET_TEXT, run_ttc
+from conftest import make_tiny_gguf, preset_text, run_ttc
 
 from ttc.engine.base import SamplingParams
 from ttc.engine.llama import LlamaEngine
@@ -85,7 +84,7 @@ def test_auto_counts_estimation_samples_and_keeps_them(tmp_path, engine):
 def test_a_policy_for_another_model_warns_naming_both(tmp_path, tiny_gguf):
     pol = policy_yaml(tmp_path, model="some-other-model.gguf")
     preset = tmp_path / "p.yaml"
-    preset.write_text(PRESET_TEXT.format(model=tiny_gguf) + f"policy: {pol}\n")
+    preset.write_text(preset_text(tiny_gguf) + f"policy: {pol}\n")
     r = run_ttc("difficulty", "1+2", "--preset", str(preset), "--samples", "2", "--budget", "8", "--json")
     assert r.returncode == 0, r.stderr.decode()
     assert "some-other-model.gguf" in r.stderr.decode() and "tiny.gguf" in r.stderr.decode()
@@ -95,8 +94,7 @@ def test_a_policy_for_another_model_warns_naming_both(tmp_path, tiny_gguf):
 
 def test_policy_defaults_to_auto(tmp_path, tiny_gguf):
     preset = tmp_path / "p.yaml"
-    preset.write_text(PRESET_TEXT.format(model=tiny_gguf) + f"policy: {policy_yaml(tmp_path, model='tiny.gguf')}\n")
+    preset.write_text(preset_text(tiny_gguf) + f"policy: {policy_yaml(tmp_path, model='tiny.gguf')}\n")
     r = run_ttc("solve", "1+2", "--preset", str(preset), "--budget", "4", "--json")
     assert r.returncode == 0, r.stderr.decode()
     assert json.loads(r.stdout)["strategy"] == "auto"
-

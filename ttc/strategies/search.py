@@ -82,6 +82,21 @@ class Search:
         pids, sids = self.policy.fork(beam.pid, k - 1), self.prm.fork(beam.sid, k - 1)
         return [beam] + [beam.copy(p, s) for p, s in zip(pids, sids)]
 
+    def rounds(self, live: list[Beam], advance) -> list[Beam]:
+        """Step all live beams, set finished ones aside, let `advance` choose the next live set; repeat
+        until none is live or `max_steps` (option, default 40) rounds. Returns every finished beam."""
+        finished: list[Beam] = []
+        for _ in range(int(self.ctx.options.get("max_steps", 40))):
+            if not live:
+                break
+            self.step(live)
+            live = self.retire(live, finished)
+            if live:
+                live = advance(live)
+        for b in live:
+            b.done = b.done or "length"
+        return finished + live
+
     def retire(self, beams: list[Beam], finished: list[Beam]) -> list[Beam]:
         """Move finished beams to `finished`, freeing their sequences; return the live ones."""
         done = [b for b in beams if b.done]
@@ -152,10 +167,6 @@ def _finish(ctx: SolveContext, name: str, meter: Meter, search: Search, finished
     return make_result(ctx, name, meter, cands, answer, generations=generations, details=details)
 
 
-def _max_steps(ctx: SolveContext) -> int:
-    return int(ctx.options.get("max_steps", 40))
-
-
 def tree_search(ctx: SolveContext, name: str, groups: int, keep_per_group: int, width: int, lookahead: int = 0):
     """Beam search (one group, keep N/M) and DVTS (N/M groups, keep 1 each): every round, extend all live
     beams one step, move finished ones aside, keep the best `keep_per_group` of each group by last-step
@@ -163,26 +174,18 @@ def tree_search(ctx: SolveContext, name: str, groups: int, keep_per_group: int, 
     meter = Meter(ctx)
     n = groups * keep_per_group * width
     search = Search(ctx, n_live=(2 * n if lookahead else n) + 1)  # lookahead rolls out a copy of each beam
-    finished: list[Beam] = []
+
+    def select(live: list[Beam]) -> list[Beam]:
+        values = _lookahead_values(search, live, lookahead) if lookahead else {id(b): b.scores[-1] for b in live}
+        kept: list[Beam] = []
+        for g in range(groups):
+            members = sorted((b for b in live if b.group == g), key=lambda b: -values[id(b)])
+            kept += members[:keep_per_group]
+            search.drop(members[keep_per_group:])
+        return [c for b in kept for c in search.fork(b, width)]
+
     try:
-        live = search.start(n, groups)
-        for _ in range(_max_steps(ctx)):
-            if not live:
-                break
-            search.step(live)
-            live = search.retire(live, finished)
-            if not live:
-                break
-            values = _lookahead_values(search, live, lookahead) if lookahead else {id(b): b.scores[-1] for b in live}
-            kept: list[Beam] = []
-            for g in range(groups):
-                members = sorted((b for b in live if b.group == g), key=lambda b: -values[id(b)])
-                kept += members[:keep_per_group]
-                search.drop(members[keep_per_group:])
-            live = [c for b in kept for c in search.fork(b, width)]
-        for b in live:
-            b.done = b.done or "length"
-        finished += live
+        finished = search.rounds(search.start(n, groups), select)
         details = {"width": width, "groups": groups, "kept_per_group": keep_per_group, "lookahead": lookahead}
         return _finish(ctx, name, meter, search, finished, details)
     finally:
@@ -242,26 +245,17 @@ def particle_filter(ctx: SolveContext) -> Result:
     temp = float(ctx.options.get("pf_temperature", 1.0))
     rng = random.Random(ctx.seed)
     search = Search(ctx, n_live=n + 1)
-    finished: list[Beam] = []
+
+    def resample(live: list[Beam]) -> list[Beam]:
+        logits = [_logit(b.scores[-1]) / temp for b in live]
+        m = max(logits)
+        picks = _systematic([math.exp(x - m) for x in logits], len(live), rng)
+        counts = [picks.count(i) for i in range(len(live))]
+        search.drop([b for b, c in zip(live, counts) if c == 0])
+        return [c for b, k in zip(live, counts) if k for c in search.fork(b, k)]
+
     try:
-        live = search.start(n)
-        for _ in range(_max_steps(ctx)):
-            if not live:
-                break
-            search.step(live)
-            live = search.retire(live, finished)
-            if not live:
-                break
-            logits = [_logit(b.scores[-1]) / temp for b in live]
-            m = max(logits)
-            weights = [math.exp(x - m) for x in logits]
-            picks = _systematic(weights, len(live), rng)
-            counts = [picks.count(i) for i in range(len(live))]
-            search.drop([b for b, c in zip(live, counts) if c == 0])
-            live = [c for b, k in zip(live, counts) if k for c in search.fork(b, k)]
-        for b in live:
-            b.done = b.done or "length"
-        finished += live
+        finished = search.rounds(search.start(n), resample)
         return _finish(ctx, "particle-filter", meter, search, finished, {"particles": n, "pf_temperature": temp})
     finally:
         search.close()
