@@ -43,6 +43,23 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed; the same seed gives 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the full record as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Show llama.cpp's own log on stderr.")]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="llama: in-process llama.cpp (default); openai: an OpenAI-compatible server (vLLM, SGLang, llama-server).",
+    ),
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="The server for --backend openai, e.g. http://127.0.0.1:8000/v1 (key: TTC_API_KEY or OPENAI_API_KEY).",
+    ),
+]
+ServedModelOpt = Annotated[
+    str | None, typer.Option("--served-model", help="The model's name on the server (default: its only model).")
+]
 OptOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -109,6 +126,9 @@ def solve(
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
     opt: OptOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    served_model: ServedModelOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -123,7 +143,7 @@ def solve(
         get_strategy(strategy)
     options = parse_options(opt)
     problems = _read_problems(problem)
-    solver = Solver(ModelOptions(preset, model, n_gpu_layers, threads, verbose))
+    solver = Solver(ModelOptions(preset, model, n_gpu_layers, threads, verbose, backend, base_url, served_model))
     strategy = strategy or solver.default_strategy
     sampling = SamplingOverrides(temperature=temperature, max_tokens=max_tokens)
     show = err.is_terminal and not quiet and not json_out
@@ -169,6 +189,9 @@ def compare(
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
     opt: OptOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    served_model: ServedModelOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -179,7 +202,7 @@ def compare(
     check_problem(problem)
     check_budget(budget)
     names = parse_list(strategies, "strategies")
-    solver = Solver(ModelOptions(preset, model, n_gpu_layers, threads, verbose))
+    solver = Solver(ModelOptions(preset, model, n_gpu_layers, threads, verbose, backend, base_url, served_model))
     rows = run_compare(
         solver,
         problem,

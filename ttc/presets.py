@@ -1,5 +1,5 @@
 """Typed configuration read from presets/*.yaml: model, prompt format, step delimiter, answer format,
-sampling defaults, revision layout, PRM and policy.
+sampling defaults, revision layout, PRM, policy and backend (in-process or an OpenAI-compatible server).
 
 Precedence is defaults < preset < command-line flags. Validation is strict: an unknown key or a value of
 the wrong type is a UsageError naming the key and the file. Reading a preset has no side effects: it never
@@ -65,6 +65,17 @@ class PRMConfig:
 
 
 @dataclass(frozen=True)
+class BackendConfig:
+    kind: str = "llama"  # llama: in-process llama.cpp | openai: an OpenAI-compatible server (vLLM, SGLang, ...)
+    base_url: str | None = None  # openai: the server, e.g. http://127.0.0.1:8000/v1 (key: TTC_API_KEY/OPENAI_API_KEY)
+    served_model: str | None = None  # the policy's name on the server; None = its only model (or the one named so)
+    prm_base_url: str | None = None  # the PRM's server; None = the policy's; "in-process" = llama.cpp here
+    concurrency: int = 32  # requests in flight at once, per server
+    timeout_s: float = 300.0  # read timeout of one request
+    max_retries: int = 4  # retries on 429, 5xx and connection errors, with exponential backoff
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str = ""
     description: str = ""
@@ -77,6 +88,7 @@ class Preset:
     revision: RevisionConfig | None = None
     prm: PRMConfig | None = None
     policy: str | None = None  # compute-optimal policy YAML, relative to the preset's folder
+    backend: BackendConfig | None = None  # where models run; None = in-process llama.cpp (flags can override)
     source: str = field(default="", compare=False)  # the file it was read from (filled in by load_preset)
 
 
@@ -154,6 +166,9 @@ def _convert(tp, value, path: str, key: str):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        sections = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and len(sections) == 1:  # an optional section: its own errors name the key
+            return build(sections[0], value, path, key + ".")
         for a in args:
             if a is type(None):
                 continue

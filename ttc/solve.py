@@ -30,6 +30,10 @@ class ModelOptions:
     n_gpu_layers: int | None = None  # None = all layers when the build has a GPU
     threads: int | None = None  # None = physical cores
     verbose: bool = False  # llama.cpp's own logging
+    backend: str | None = None  # llama | openai; None = the preset's backend section, else llama
+    base_url: str | None = None  # the OpenAI-compatible server (backend openai); None = the preset's
+    served_model: str | None = None  # the policy's name on that server; None = the preset's, else its only model
+    prm_base_url: str | None = None  # the PRM's server; None = the preset's, else the policy's ("in-process": here)
 
 
 @dataclass
@@ -76,12 +80,8 @@ class Solver:
             self._policy = self._load(self.models.model or self.preset.model)
         return self._policy
 
-    def _load(self, ref: str) -> Engine:
-        from .engine.llama import LlamaEngine
-
-        path = resolve_model(ref, base_dir=self.base_dir)
-        m = self.models
-        return LlamaEngine(str(path), n_gpu_layers=m.n_gpu_layers, n_threads=m.threads, verbose=m.verbose)
+    def _load(self, ref: str, role: str = "policy") -> Engine:
+        return load_engine(self.models, self.preset, ref, self.base_dir, role)
 
     @property
     def default_strategy(self) -> str:
@@ -120,9 +120,9 @@ class Solver:
                 prompt_for = lambda p: problem_prompt(self.preset, self.policy, p)  # noqa: E731
                 self._prm = SelfJudgePRM(self.policy, prompt_for, aggregation)
             elif cfg.format == "math-shepherd":
-                self._prm = MathShepherdPRM(self._load(cfg.model), cfg, self.preset.step_delimiter, where)
+                self._prm = MathShepherdPRM(self._load(cfg.model, "prm"), cfg, self.preset.step_delimiter, where)
             elif cfg.format == "rlhflow":
-                self._prm = RLHFlowPRM(self._load(cfg.model), cfg, self.preset.step_delimiter, where)
+                self._prm = RLHFlowPRM(self._load(cfg.model, "prm"), cfg, self.preset.step_delimiter, where)
             else:
                 raise UsageError(
                     f"{where}: prm.format '{cfg.format}' is not known (math-shepherd, rlhflow, self-judge)"
@@ -202,6 +202,26 @@ class Solver:
             self._prm.engine.close()
         if self._policy is not None:
             self._policy.close()
+
+
+def load_engine(models: ModelOptions, preset: Preset, ref: str, base_dir: Path | None, role: str) -> Engine:
+    """The engine for `role` ("policy" or "prm") with model reference `ref`: on the server the flags or the
+    preset's `backend` section name, else in-process."""
+    from .engine.openai_setup import local_copy, remote_spec
+
+    spec = remote_spec(models, preset, role, ref)
+    if spec is not None:
+        from .engine.openai import OpenAIEngine
+
+        return OpenAIEngine(
+            spec.base_url, spec.served_model, model_hint=spec.model_hint, require_hint=spec.require_hint,
+            concurrency=spec.concurrency, timeout_s=spec.timeout_s, max_retries=spec.max_retries,
+            local_model=local_copy(ref, base_dir),
+        )  # fmt: skip
+    from .engine.llama import LlamaEngine
+
+    path = resolve_model(ref, base_dir=base_dir)
+    return LlamaEngine(str(path), n_gpu_layers=models.n_gpu_layers, n_threads=models.threads, verbose=models.verbose)
 
 
 def check_problem(problem: str) -> None:

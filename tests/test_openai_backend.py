@@ -1,0 +1,569 @@
+"""The OpenAI-compatible backend against real servers: llama-cpp-python's own server (`python -m
+llama_cpp.server`) on 127.0.0.1 with tiny random models, next to the in-process engine on the same files.
+
+Invariants: greedy through the server equals greedy in-process (whole solutions and step by step); PRM
+log-probabilities through the server equal the in-process ones; n samples come back seeded and counted;
+searches and weighted best-of-n run through it within budget; a killed server gives retries, then one clean
+error line, and a bench resumes after it; the API key never appears in any output. The dialects of other
+servers (vLLM's stop_reason and n, SGLang's matched_stop, llama-server's native stop_type and id-keyed
+log-probs) are checked on a fake server that answers as their documentation says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, make_tiny_gguf
+
+from ttc.engine.base import SamplingParams
+from ttc.engine.llama import LlamaEngine
+from ttc.engine.openai import OpenAIEngine
+from ttc.engine.openai_http import choice_stop, redact, split_base_url, split_count, top_logprobs
+from ttc.engine.openai_setup import remote_spec
+from ttc.errors import TTCRuntimeError, UsageError
+from ttc.gguf_llama import ByteVocab, GGUFSpec, LlamaShape, random_llama_tensors, write_llama_gguf
+from ttc.presets import AnswerConfig, BackendConfig, Preset, PRMConfig, PromptConfig
+from ttc.prm import MathShepherdPRM
+from ttc.solve import ModelOptions
+from ttc.strategies import REGISTRY, SolveContext
+
+pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
+pytest.importorskip("httpx")
+
+KEY = "sk-ttc-test-0123456789"  # the policy server demands it
+DELIM = "$"  # a frequent byte of the ASCII model, so steps are short
+PRM_CFG = PRMConfig(model="prm.gguf", template="Problem: {problem}\nSolution:\n", step_tag=" ки")
+PRESET = Preset(
+    name="t",
+    model="policy.gguf",
+    prompt=PromptConfig(template="Problem: {problem}\nSolution:\n"),
+    step_delimiter=DELIM,
+    answer=AnswerConfig(format="boxed", last_number_fallback=True),
+    prm=PRM_CFG,
+)
+PROMPTS = ["Problem: 12+7\nSolution:\n", "abc", "1+1="]
+
+
+def make_ascii_gguf(path: Path, seed: int = 0) -> Path:
+    """A random model whose every output is printable ASCII, newline or EOS (other output rows are zero, so
+    they never win), so text comparisons are byte-exact."""
+    vocab = ByteVocab(user_tokens=("ки",))
+    shape = LlamaShape(n_vocab=vocab.size, n_embd=64, n_layer=2, n_head=4, n_head_kv=4, n_ff=128, n_ctx=4096)
+    tensors = random_llama_tensors(shape, seed=seed, scale=4.0)
+    keep = np.zeros(vocab.size, dtype=bool)
+    keep[[10, *range(32, 127), vocab.eos_id]] = True
+    tensors["output.weight"] = np.where(keep[:, None], tensors["output.weight"], 0.0).astype(np.float32)
+    return write_llama_gguf(path, shape, tensors, GGUFSpec(name=path.stem, vocab=vocab))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python -m llama_cpp.server` on 127.0.0.1, started and killed by the tests."""
+
+    def __init__(self, model: Path, port: int | None = None, api_key: str | None = None):
+        self.model, self.port, self.api_key = model, port or free_port(), api_key
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc = None
+
+    def start(self) -> Server:
+        import httpx
+
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
+               "--port", str(self.port), "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1",
+               "--verbose", "False"]  # fmt: skip
+        if self.api_key:
+            cmd += ["--api_key", self.api_key]
+        self.proc = subprocess.Popen(
+            ["nice", "-n", "10", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/models", headers=headers, timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("llama_cpp.server did not start in 90 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("oa-models")
+    policy = make_ascii_gguf(d / "policy.gguf")
+    prm = make_tiny_gguf(d / "prm.gguf", seed=5, scale=2.0, user_tokens=("ки",))
+    return policy, prm
+
+
+@pytest.fixture(scope="module")
+def servers(models):
+    policy, prm = models
+    a = Server(policy, api_key=KEY).start()
+    try:
+        b = Server(prm).start()
+    except BaseException:
+        a.stop()
+        raise
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def local(models):
+    engines = [LlamaEngine(str(p), n_threads=1) for p in models]
+    yield engines
+    for e in engines:
+        e.close()
+
+
+@pytest.fixture(scope="module")
+def remote(servers):
+    a, b = servers
+    engines = [OpenAIEngine(a.url, api_key=KEY, concurrency=4), OpenAIEngine(b.url, concurrency=4)]
+    yield engines
+    for e in engines:
+        e.close()
+
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=32)
+
+
+def test_greedy_through_the_server_equals_the_in_process_engine(local, remote):
+    for prompt in PROMPTS:
+        here, there = local[0].sample(prompt, 1, GREEDY)[0], remote[0].sample(prompt, 1, GREEDY)[0]
+        assert (there.text, there.finish_reason) == (here.text, here.finish_reason)
+
+
+def test_greedy_steps_through_the_server_equal_the_in_process_steps(local, remote):
+    """extend with a stop string: the server strips it and ttc puts it back; end of generation is told apart."""
+    step = SamplingParams(temperature=0.0, max_tokens=12, stop=(DELIM,), include_stop=True)
+    got = []
+    for eng in (local[0], remote[0]):
+        with eng.branches(PROMPTS[0], max_live=3, max_tokens=64) as bs:
+            kids = bs.fork(0, 2)
+            bs.drop([0])
+            steps = [[(c.text, c.finish_reason) for c in bs.extend(kids, step)] for _ in range(3)]
+            got.append((steps, [bs.text(k) for k in kids]))
+    assert got[1] == got[0]
+    assert any(text.endswith(DELIM) for row in got[0][0] for text, _ in row)
+
+
+def test_n_samples_come_back_seeded_and_counted(remote):
+    eng = remote[0]
+    params = SamplingParams(temperature=0.8, max_tokens=16, seed=3)
+    before = eng.usage.snapshot()
+    first = eng.sample(PROMPTS[0], 4, params)
+    spent = eng.usage - before
+    assert len(first) == 4 and len({c.text for c in first}) > 1
+    assert spent.decode_calls == 4  # llama-cpp-python ignores n: one request per sample, run concurrently
+    assert spent.generated_tokens == sum(c.n_generated for c in first) > 0 and spent.prompt_tokens > 0
+    assert [c.text for c in eng.sample(PROMPTS[0], 4, params)] == [c.text for c in first]
+
+
+def test_prm_log_probabilities_through_the_server_equal_the_in_process_ones(local, remote):
+    steps = ["12+7=19$", "19 $", "\\boxed{19}"]
+    prms = [MathShepherdPRM(e, PRM_CFG, DELIM) for e in (local[1], remote[1])]
+    fresh = [p.score("12+7", [steps, steps[:1]]) for p in prms]
+    for a, b in zip(fresh[0], fresh[1]):
+        assert b == pytest.approx(a, abs=2e-3)
+    incremental = []
+    for p in prms:
+        sc = p.scorer("12+7", max_live=2, max_tokens=64)
+        kid = sc.fork(0, 1)[0]
+        sc.drop([0])
+        incremental.append([sc.add_steps([kid], [s])[0] for s in steps])
+        sc.close()
+    assert incremental[1] == pytest.approx(incremental[0], abs=2e-3) == fresh[0][0]
+    lp = [e.logprobs_at("Problem: 1+2", [" ки", "x ки"], [[-1], [0, -1]], [43, 45]) for e in (local[1], remote[1])]
+    for a, b in zip(*lp):
+        assert b == pytest.approx(a, abs=0.02)  # raw log-probs, not only their difference
+
+
+@pytest.mark.parametrize("name", ["beam", "weighted-best-of-n"])
+def test_searches_and_weighted_best_of_n_run_through_the_server_within_budget(remote, name):
+    prm = MathShepherdPRM(remote[1], PRM_CFG, DELIM)
+    ctx = SolveContext(
+        problem="12+7", preset=PRESET, policy=remote[0], budget=4, seed=1,
+        sampling=SamplingParams(temperature=1.0, max_tokens=16, seed=1), prm=prm, options={"width": 2},
+    )  # fmt: skip
+    r = REGISTRY[name].run(ctx)
+    assert r.candidates and all(c.scores for c in r.candidates)
+    assert 0 < r.spent.generations <= 4 * 1.5 and r.spent.prm_tokens > 0 and r.spent.tokens_generated > 0
+    assert r.model == remote[0].info.name
+
+
+def preset_file(tmp_path: Path, model: Path, url: str, prm: Path | None = None, prm_url: str | None = None) -> Path:
+    text = f"""name: served
+model: {model}
+prompt: {{template: "Problem: {{problem}}\\nSolution:\\n"}}
+step_delimiter: "{DELIM}"
+answer: {{format: boxed, last_number_fallback: true}}
+sampling: {{temperature: 0.8, max_tokens: 8}}
+backend: {{kind: openai, base_url: "{url}", max_retries: 2, timeout_s: 30}}
+"""
+    if prm is not None:
+        text += f'prm: {{model: {prm}, template: "Problem: {{problem}}\\nSolution:\\n", step_tag: " ки"}}\n'
+        text = text.replace("max_retries: 2", f'max_retries: 2, prm_base_url: "{prm_url}"')
+    path = tmp_path / "served.yaml"
+    path.write_text(text)
+    return path
+
+
+def run_ttc(*args: str, stdin: bytes = b"", **env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    full.pop("TTC_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "ttc", *args], input=stdin, capture_output=True, env=full,
+                          cwd=REPO, timeout=300)  # fmt: skip
+
+
+def test_solve_through_a_preset_backend_section_never_shows_the_key(tmp_path, models, servers):
+    path = preset_file(tmp_path, models[0], servers[0].url, models[1], servers[1].url)
+    r = run_ttc("solve", "12+7", "-s", "beam", "-b", "4", "--opt", "width=2", "-p", str(path), "--json",
+                TTC_API_KEY=KEY)  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    rec = json.loads(r.stdout)
+    assert rec["strategy"] == "beam" and rec["model"].endswith("policy.gguf")
+    assert rec["spent"]["prm_tokens"] > 0
+    assert KEY.encode() not in r.stdout + r.stderr
+    # flags override the preset: --backend llama runs the same preset in-process
+    r = run_ttc("solve", "12+7", "-s", "greedy", "-p", str(path), "--backend", "llama", "--threads", "1")
+    assert r.returncode == 0, r.stderr.decode()
+
+
+def test_a_wrong_key_is_one_clean_line_that_does_not_echo_it(tmp_path, models, servers):
+    wrong = "sk-wrong-key-987654321"
+    r = run_ttc("solve", "1+1", "-s", "greedy", "-p", str(preset_file(tmp_path, models[0], servers[0].url)),
+                OPENAI_API_KEY=wrong, TTC_API_KEY="")  # fmt: skip
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "refused the API key (HTTP 401)" in err and wrong not in err and KEY not in err
+
+
+def test_a_killed_server_gives_retries_then_one_clean_error_and_a_bench_resumes(tmp_path, models):
+    server = Server(models[0]).start()
+    try:
+        path = preset_file(tmp_path, models[0], server.url)
+        problems = "".join(f"{i}+{i}\n" for i in range(60)).encode()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ttc", "solve", "-", "-s", "greedy", "-p", str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO), "TTC_API_KEY": KEY},
+        )  # fmt: skip
+        proc.stdin.write(problems)
+        proc.stdin.close()
+        proc.stdout.readline()  # one answer is out: the run is under way
+        server.stop()
+        out, err = proc.stdout.read(), proc.stderr.read()
+        proc.wait(timeout=120)
+        lines = err.decode().strip().splitlines()
+        assert proc.returncode == 1 and "Traceback" not in err.decode()
+        assert lines[-1].startswith("ttc: error: server at") and "did not answer after 3 tries" in lines[-1]
+        assert "connection refused" in lines[-1] and sum("retry" in x for x in lines[:-1]) >= 1
+        assert KEY.encode() not in out + err
+
+        data = tmp_path / "sums.jsonl"
+        data.write_text(
+            "".join(json.dumps({"id": str(i), "problem": f"{i}+1", "answer": i + 1}) + "\n" for i in range(40))
+        )
+        bench = ["bench", str(data), "-s", "greedy", "-b", "1", "-p", str(path), "--out", str(tmp_path / "run")]
+        server.start()
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen([sys.executable, "-m", "ttc", *bench], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, cwd=REPO, env=env)  # fmt: skip
+        samples = tmp_path / "run" / "samples.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not samples.exists() or len(samples.read_text().splitlines()) < 3):
+            time.sleep(0.1)
+        server.stop()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1 and "did not answer" in err.decode().strip().splitlines()[-1]
+        done = len(samples.read_text().splitlines())
+        assert 3 <= done < 40
+        server.start()
+        r = run_ttc(*bench, "--resume", "--concurrency", "4")  # problems on 4 threads sharing the engine
+        assert r.returncode == 0, r.stderr.decode()
+        ids = [json.loads(x)["id"] for x in samples.read_text().splitlines()]
+        assert sorted(ids, key=int) == [str(i) for i in range(40)]  # none lost, none repeated
+    finally:
+        server.stop()
+
+
+# -- the dialects of other servers, on a fake server -------------------------------------------------------------
+class Fake:
+    """A threaded HTTP server whose answers come from `handler(path, body) -> (status, json, headers)`."""
+
+    def __init__(self, handler):
+        self.calls: list[tuple[str, dict]] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def _answer(self, body):
+                outer.calls.append((self.path, body))
+                status, data, headers = handler(self.path, body)
+                raw = json.dumps(data).encode()
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self):
+                self._answer({})
+
+            def do_POST(self):
+                self._answer(json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}"))
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def models_card(owner: str, **extra):
+    return 200, {"object": "list", "data": [{"id": "m", "object": "model", "owned_by": owner, **extra}]}, None
+
+
+def test_vllm_dialect_n_in_one_request_stop_reason_and_token_id_log_probs():
+    def handler(path, body):
+        if path == "/v1/models":
+            return models_card("vllm", max_model_len=4096)
+        if path == "/tokenize":
+            return 200, {"tokens": [1] + [10 + i for i in range(len(body["prompt"]))]}, None
+        if "logit_bias" in body:  # raw log-probs, keys "token_id:N": the other asked token is not in the top k
+            t = int(next(iter(body["logit_bias"])))
+            lps = {"token_id:7": -0.5, f"token_id:{t}": -2.0 - t}
+            return 200, {"choices": [{"index": 0, "text": "x", "logprobs": {
+                "tokens": [f"token_id:{t}"], "token_logprobs": [-2.0 - t], "top_logprobs": [lps]},
+                "finish_reason": "length"}], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}, None  # fmt: skip
+        n = body.get("n", 1)
+        choices = [{"index": i, "text": f"s{i}", "finish_reason": "stop", "stop_reason": "$" if i % 2 else None}
+                   for i in range(n)]  # fmt: skip
+        return 200, {"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 4 * n}}, None
+
+    fake = Fake(handler)
+    try:
+        eng = OpenAIEngine(fake.url)
+        assert (eng.kind, eng.info.n_ctx_train) == ("vllm", 4096)
+        comps = eng.sample("p", 4, SamplingParams(max_tokens=8, stop=("$",), include_stop=True, seed=2))
+        assert [(c.text, c.finish_reason) for c in comps] == [
+            ("s0", "eos"),
+            ("s1$", "stop"),
+            ("s2", "eos"),
+            ("s3$", "stop"),
+        ]
+        gens = [b for p, b in fake.calls if p == "/v1/completions" and "logit_bias" not in b and b.get("n") == 4]
+        assert len(gens) == 1 and "min_p" not in gens[0] and "top_k" not in gens[0]  # vLLM's defaults are ttc's
+        assert eng.usage.generated_tokens == 16 and sum(c.n_generated for c in comps) == 16
+        lp = eng.logprobs_at([1, 2], [[3, 4]], [[-1]], [20, 21])
+        assert lp[0].tolist() == [[-22.0, -23.0]]  # each token read by a request biased towards it alone
+        scoring = [b for p, b in fake.calls if "logit_bias" in b]
+        assert scoring[0]["prompt"] == [1, 2, 3, 4] and scoring[0]["return_tokens_as_token_ids"] is True
+        eng.close()
+    finally:
+        fake.close()
+
+
+def test_llama_server_dialect_native_stop_type_and_id_keyed_log_probs():
+    def handler(path, body):
+        if path == "/v1/models":
+            return models_card("llamacpp", meta={"n_params": 1234, "n_ctx_train": 512})
+        if path == "/props":
+            return 200, {"chat_template": "{{ messages }}"}, None
+        if path == "/completion":
+            assert body["cache_prompt"] and body["top_k"] == 0 and body["min_p"] == 0.0
+            return 200, {"content": "12", "stop_type": "word", "stopping_word": "\n", "tokens_predicted": 3,
+                         "tokens_evaluated": 9, "timings": {"prompt_n": 2}}, None  # fmt: skip
+        if "logit_bias" in body:
+            assert body["logit_bias"] == [[5, 100.0], [6, 100.0]]
+            top = [{"id": 5, "token": "+", "logprob": -0.1}, {"id": 6, "token": "-", "logprob": -2.4}]
+            return 200, {"choices": [{"index": 0, "text": "+", "logprobs": {"content": [
+                {"id": 5, "token": "+", "logprob": -0.1, "top_logprobs": top}]}, "finish_reason": "length"}],
+                "usage": {"prompt_tokens": 4, "completion_tokens": 1}}, None  # fmt: skip
+        return 500, {"error": {"code": 500, "message": "Only one completion choice is allowed"}}, None
+
+    fake = Fake(handler)
+    try:
+        eng = OpenAIEngine(fake.url)
+        assert (eng.kind, eng.info.n_params, eng.info.chat_template) == ("llama-server", 1234, "{{ messages }}")
+        c = eng.sample("p", 1, SamplingParams(max_tokens=8, stop=("\n",), include_stop=True))[0]
+        assert (c.text, c.finish_reason, c.n_generated) == ("12\n", "stop", 3) and eng.usage.prompt_tokens == 2
+        assert eng.logprobs_at([1], [[2, 3]], [[-1]], [5, 6])[0].tolist() == [[-0.1, -2.4]]
+        assert not eng._uses_n()  # the server refuses n > 1 (HTTP 500, asked once, not retried): separate requests
+        assert len([b for p, b in fake.calls if b.get("n") == 2]) == 1
+        eng.close()
+    finally:
+        fake.close()
+
+
+def test_retries_honour_retry_after_then_give_one_line_naming_the_server():
+    answers = iter([(429, {"error": "slow down"}, {"Retry-After": "0"}), (503, {}, None), models_card("sglang")])
+
+    fake = Fake(lambda path, body: next(answers, (503, {"error": {"message": "overloaded"}}, None)))
+    try:
+        eng = OpenAIEngine(fake.url, max_retries=2, backoff_s=0.01, api_key="sk-secret-abc")
+        assert eng.kind == "sglang" and len(fake.calls) == 3
+        with pytest.raises(TTCRuntimeError) as e:
+            eng.sample("p", 1, SamplingParams(max_tokens=4))
+        msg = str(e.value)
+        assert msg == f"server at {redact(fake.url)} did not answer after 3 tries: HTTP 503: overloaded"
+        assert "sk-secret" not in msg
+        eng.close()
+    finally:
+        fake.close()
+
+
+def test_a_read_timeout_is_not_retried():
+    """The server is still working on it: sending it again would only add load."""
+
+    def handler(path, body):
+        if path == "/v1/models":
+            return models_card("vllm")
+        time.sleep(1.0)
+        return 200, {"choices": []}, None
+
+    fake = Fake(handler)
+    try:
+        eng = OpenAIEngine(fake.url, timeout_s=0.3, max_retries=3, backoff_s=0.01)
+        with pytest.raises(TTCRuntimeError, match="did not answer POST /completions within 0.3 s; raise"):
+            eng.sample("p", 1, SamplingParams(max_tokens=4))
+        assert [p for p, _ in fake.calls].count("/v1/completions") == 1
+        eng.close()
+    finally:
+        fake.close()
+
+
+def test_concurrent_problems_each_see_their_own_spend():
+    """ttc bench --concurrency runs problems on threads sharing one engine: usage is counted per thread."""
+
+    def handler(path, body):
+        if path == "/v1/models":
+            return models_card("vllm")
+        time.sleep(0.01)
+        n = body.get("n", 1)
+        k = int(body["prompt"])
+        choices = [{"index": i, "text": "x", "finish_reason": "length"} for i in range(n)]
+        return 200, {"choices": choices, "usage": {"prompt_tokens": k, "completion_tokens": k * n}}, None
+
+    fake = Fake(handler)
+    try:
+        eng = OpenAIEngine(fake.url, concurrency=8)
+        spent = {}
+
+        def problem(k):
+            before = eng.usage.snapshot()
+            for _ in range(3):
+                eng.sample(str(k), 2, SamplingParams(max_tokens=4))
+            spent[k] = eng.usage - before
+
+        threads = [threading.Thread(target=problem, args=(k,)) for k in (1, 2, 3, 4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k, u in spent.items():
+            assert (u.prompt_tokens, u.generated_tokens, u.decode_calls) == (3 * k, 6 * k, 3) and u.wall_s > 0
+        eng.close()
+    finally:
+        fake.close()
+
+
+def test_a_server_without_log_probs_is_a_clear_error():
+    def handler(path, body):
+        if path == "/v1/models":
+            return models_card("someone")
+        if path == "/tokenize":
+            return 200, {"tokens": [1, 2]}, None
+        return 200, {"choices": [{"index": 0, "text": "+", "finish_reason": "length", "logprobs": None}]}, None
+
+    fake = Fake(handler)
+    try:
+        eng = OpenAIEngine(fake.url)
+        with pytest.raises(TTCRuntimeError, match="returned no log-probabilities"):
+            eng.logprobs_at("a", ["b"], [[-1]], [5, 6])
+        eng.close()
+    finally:
+        fake.close()
+
+
+def test_stop_reasons_of_each_dialect():
+    assert choice_stop({"stop_reason": "\n\n"}, "x", ["\n\n"]) == "\n\n"
+    assert choice_stop({"stop_reason": 2}, "x", ["\n\n"]) is None  # a stop token id: end of generation
+    assert (
+        choice_stop({"matched_stop": "$"}, "x", ["$"]) == "$" and choice_stop({"matched_stop": 2}, "x", ["$"]) is None
+    )
+    # llama-cpp-python: tokens past the text mean a stop string was cut off
+    lp = {"tokens": ["a", "b", "$", "c"], "text_offset": [5, 6, 7, 8]}
+    assert choice_stop({"logprobs": lp}, "ab", ["?", "$"]) == "$"
+    assert choice_stop({"logprobs": {"tokens": ["a", "b"], "text_offset": [5, 6]}}, "ab", ["$"]) is None
+    chosen, top = top_logprobs({"logprobs": {"tokens": ["token_id:4"], "token_logprobs": [-1.0],
+                                             "top_logprobs": [{"token_id:4": -1.0, "x": -2.0}]}})  # fmt: skip
+    assert chosen == (4, -1.0) and top == [(4, -1.0), ("x", -2.0)]
+    assert split_count(10, ["aaaa", "a"]) == [7, 3] and split_count(5, ["x"]) == [5]
+
+
+def test_urls_and_settings():
+    assert split_base_url("http://h:8000/v1/") == ("http://h:8000", "http://h:8000/v1")
+    assert split_base_url("https://h") == ("https://h", "https://h/v1")
+    assert redact("http://user:pw@h:1/v1?key=s") == "http://h:1/v1"
+    with pytest.raises(UsageError, match="--base-url"):
+        split_base_url("h:8000")
+    preset = Preset(name="p", model="policy.gguf", backend=BackendConfig(kind="openai", base_url="http://a/v1"))
+    spec = remote_spec(ModelOptions(), preset, "policy", "policy.gguf")
+    assert spec.base_url == "http://a/v1" and spec.concurrency == 32
+    assert remote_spec(ModelOptions(backend="llama"), preset, "policy", "x") is None  # flags win
+    assert remote_spec(ModelOptions(base_url="http://b/v1"), preset, "policy", "x").base_url == "http://b/v1"
+    prm = remote_spec(ModelOptions(), preset, "prm", "prm.gguf")
+    assert prm.base_url == "http://a/v1" and prm.require_hint  # the PRM on the policy's server, by its name
+    assert remote_spec(ModelOptions(prm_base_url="in-process"), preset, "prm", "prm.gguf") is None
+    with pytest.raises(UsageError, match="needs the server's URL"):
+        remote_spec(ModelOptions(backend="openai"), Preset(name="p"), "policy", "x")
+    with pytest.raises(UsageError, match="backend.kind must be"):
+        remote_spec(ModelOptions(), Preset(name="p", backend=BackendConfig(kind="vllm")), "policy", "x")
+
+
+def test_backend_section_is_validated_strictly(tmp_path):
+    from ttc.presets import load_preset
+
+    path = tmp_path / "p.yaml"
+    path.write_text("model: x.gguf\nbackend: {kind: openai, base_url: http://h/v1, concurency: 4}\n")
+    with pytest.raises(UsageError, match="unknown key 'backend.concurency'.*did you mean 'backend.concurrency'"):
+        load_preset(str(path))
+    path.write_text("model: x.gguf\nbackend: {kind: openai, max_retries: many}\n")
+    with pytest.raises(UsageError, match="'backend.max_retries' must be an integer"):
+        load_preset(str(path))
+    path.write_text("model: x.gguf\nbackend: {kind: openai, base_url: http://h/v1, timeout_s: 5}\n")
+    assert load_preset(str(path)).backend == BackendConfig(kind="openai", base_url="http://h/v1", timeout_s=5.0)

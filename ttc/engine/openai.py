@@ -1,0 +1,408 @@
+"""The OpenAI-compatible HTTP backend: every strategy against a server (vLLM, SGLang, llama-server, or
+llama-cpp-python's own server) instead of in-process llama.cpp.
+
+Everything goes through the completions API (`/v1/completions`) with raw text prompts: ttc renders its own
+prompts, chat templates included, so the server only continues text.
+
+  sample     one request with `n` where the server honours it (probed once: ask n=2, count the choices;
+             SGLang's documentation advises against n > 1, so it gets separate requests), else one request
+             per continuation, run concurrently up to the concurrency limit. Continuation i gets the same
+             seed as in-process (`_seed(seed, i)`); a request with n choices gets the seed of its first.
+  branches   a client-side BranchSet (ttc.engine.openai_branches): each branch is the prompt plus the
+             pieces appended to it. `extend` sends prompt + branch text with stop=[delimiter] (the server
+             strips the stop; ttc re-appends it when include_stop); `fork` copies the pieces. The KV reuse
+             the in-process engine does by forking sequences is left to the server's prefix cache (vLLM
+             automatic prefix caching, SGLang's radix cache, llama-server's cache_prompt,
+             llama-cpp-python's last-prompt reuse).
+  scoring    log P(token) at a position: a request for the text up to and including that token with
+             max_tokens=1, logprobs=k and an equal logit_bias of +100 on the asked tokens. An equal bias
+             keeps their ratio exact and makes them the top choices, so both come back in one answer
+             when the server reports post-bias log-probs; servers that report raw log-probs (vLLM V1,
+             llama-server, llama-cpp-python) always return the chosen token's, and a token that is
+             missing from the top k is then read by a second request biased towards it alone. A server
+             that returns no log-probabilities, or ignores logit_bias, is a one-line error.
+  tokens     the server's tokenizer: /tokenize (vLLM, SGLang, llama-server) or /extras/tokenize
+             (llama-cpp-python); step positions are token indices, so scoring needs one.
+  usage      prompt and completion tokens from each answer's `usage` (less prompt tokens served from the
+             prefix cache when the server reports them), one decode call per request, wall time measured
+             here. `usage` is kept per thread, so concurrent problems (ttc bench --concurrency) each see
+             their own spend.
+
+What each server kind gets (from /v1/models' `owned_by`): stop strings are told apart from end-of-generation
+by vLLM's `stop_reason`, SGLang's `matched_stop`, llama-server's native /completion endpoint (`stop_type`),
+and, for llama-cpp-python, the token offsets of `logprobs=0`. Scoring prompts go as token ids where the
+server takes them (vLLM, SGLang, llama-server), else as text. llama.cpp servers get top_k=0, min_p=0 and
+repeat_penalty=1 so that their sampler matches ttc's (their defaults: top_k 40, min_p 0.05, and 1.1 for
+llama-cpp-python's repeat penalty).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..errors import TTCRuntimeError, UsageError
+from .base import BranchSet, Completion, Engine, ModelInfo, SamplingParams, Usage
+from .openai_branches import OpenAIBranches, position
+from .openai_http import ServerClient, ServerError, choice_stop, split_count, top_logprobs, usage_counts
+from .openai_setup import choose_model, model_facts
+
+KINDS = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama-server", "me": "llama-cpp-python"}
+LLAMA_CPP = ("llama-server", "llama-cpp-python")
+TOKEN_PROMPTS = ("vllm", "sglang", "llama-server")  # servers that take prompts as token ids
+N_PER_REQUEST = 16  # choices per request when the server honours n
+BIAS = 100.0  # logit bias that makes the asked tokens the only candidates
+
+
+def _seed(seed: int, index: int) -> int:
+    from .llama import _seed as llama_seed
+
+    return llama_seed(seed, index)
+
+
+class OpenAIEngine(Engine):
+    """A model behind an OpenAI-compatible server."""
+
+    thread_safe = True  # ttc bench may run several problems on it at once
+
+    def __init__(
+        self,
+        base_url: str,
+        served_model: str | None = None,
+        *,
+        model_hint: str | None = None,
+        require_hint: bool = False,
+        concurrency: int = 32,
+        timeout_s: float = 300.0,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        api_key: str | None = None,
+        local_model: str | None = None,
+    ):
+        self.client = ServerClient(base_url, concurrency, timeout_s, max_retries, backoff_s, api_key)
+        try:
+            listing = self.client.json("GET", "/models")
+            cards = [m for m in (listing.get("data") or []) if isinstance(m, dict) and m.get("id")]
+            where = self.client.where
+            self.served = choose_model([m["id"] for m in cards], served_model, model_hint, require_hint, where)
+            card = next(m for m in cards if m["id"] == self.served)
+            self.kind = KINDS.get(str(card.get("owned_by", "")), "openai")
+            facts = model_facts(card, self._props() if self.kind == "llama-server" else {}, local_model)
+        except BaseException:
+            self.client.close()
+            raise
+        self.info = ModelInfo(
+            name=self.served,
+            path=self.client.where,
+            n_params=facts.n_params,  # 0 when neither the server nor a local copy tells: FLOPs are then 0
+            n_ctx_train=facts.n_ctx,
+            chat_template=facts.chat_template,
+            metadata=facts.metadata,
+        )
+        self._token_texts = facts.token_texts
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ttc-http")
+        self._tok_cache: dict[tuple, tuple[int, ...]] = {}
+        self._detok_cache: dict[tuple[int, ...], str] = {}
+        self._tok_path: str | None = None
+        self._bos: tuple[int, ...] = ()
+        self._n_ok: bool | None = None
+        self._probe_lock = threading.Lock()  # what the server supports is asked once
+
+    # -- accounting -------------------------------------------------------------------------------------------
+    @property
+    def usage(self) -> Usage:
+        """What this thread's work has cost (a running total per thread)."""
+        u = getattr(self._local, "usage", None)
+        if u is None:
+            u = self._local.usage = Usage()
+        return u
+
+    @contextmanager
+    def timed(self):
+        """Charge the wall time of the outermost operation of this thread to its usage."""
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                self.usage.wall_s += time.perf_counter() - t0
+
+    def _charge(self, acct: Usage, prompt: int, generated: int) -> None:
+        with self._lock:
+            acct.prompt_tokens += prompt
+            acct.generated_tokens += generated
+            acct.decode_calls += 1
+
+    def _map(self, fn: Callable, items: list) -> list:
+        """fn over items, concurrently (bounded by the client's limit), results in order."""
+        if len(items) <= 1:
+            return [fn(x) for x in items]
+        futures = [self._pool.submit(fn, x) for x in items]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+    # -- tokens -----------------------------------------------------------------------------------------------
+    def _props(self) -> dict:
+        try:
+            return self.client.json("GET", "/props", api=False)
+        except ServerError:
+            return {}
+
+    def _tokenizer_path(self) -> str:
+        with self._probe_lock:
+            return self._tok_path or self._find_tokenizer()
+
+    def _find_tokenizer(self) -> str:
+        order = ["/extras/tokenize", "/tokenize"] if self.kind == "llama-cpp-python" else ["/tokenize"]
+        for path in order + [p for p in ("/tokenize", "/extras/tokenize") if p not in order]:
+            if self.client.request("POST", path, self._tok_body(path, "a", True, True), api=False).status_code < 400:
+                break
+        else:
+            raise TTCRuntimeError(
+                f"server at {self.client.where} has no tokenizer endpoint (/tokenize or /extras/tokenize); "
+                "ttc needs one for PRM scoring and step positions"
+            )
+        if path == "/extras/tokenize":  # it always adds BOS: learn it, to take it off again
+            self._bos = tuple(self._tokens_of(self.client.json("POST", path, {"input": ""}, api=False)))
+        self._tok_path = path
+        return path
+
+    def _tok_body(self, path: str, text: str, add_bos: bool, special: bool) -> dict:
+        if path == "/extras/tokenize":
+            return {"input": text}
+        if self.kind == "llama-server":
+            return {"content": text, "add_special": add_bos, "parse_special": special}
+        return {"model": self.served, "prompt": text, "add_special_tokens": add_bos}
+
+    @staticmethod
+    def _tokens_of(data: dict) -> list[int]:
+        return [t["id"] if isinstance(t, dict) else int(t) for t in data.get("tokens", [])]
+
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
+        key = (text, add_bos, special)
+        ids = self._tok_cache.get(key)
+        if ids is None:
+            path = self._tokenizer_path()
+            ids = self._tokens_of(
+                self.client.json("POST", path, self._tok_body(path, text, add_bos, special), api=False)
+            )
+            if path == "/extras/tokenize" and not add_bos and self._bos and tuple(ids[: len(self._bos)]) == self._bos:
+                ids = ids[len(self._bos) :]
+            if len(self._tok_cache) > 4096:
+                self._tok_cache.clear()
+            ids = self._tok_cache[key] = tuple(ids)
+        return list(ids)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        key = tuple(int(t) for t in tokens)
+        if not key:
+            return ""
+        text = self._detok_cache.get(key)
+        if text is None:
+            path = "/extras/detokenize" if self._tokenizer_path() == "/extras/tokenize" else "/detokenize"
+            body = {"tokens": list(key)} if self.kind in LLAMA_CPP else {"model": self.served, "tokens": list(key)}
+            data = self.client.json("POST", path, body, api=False)
+            text = next((data[k] for k in ("text", "prompt", "content") if isinstance(data.get(k), str)), "")
+            if len(self._detok_cache) > 4096:
+                self._detok_cache.clear()
+            self._detok_cache[key] = text
+        return text
+
+    def token_text(self, token: int) -> str:
+        """A token's text with special tokens spelled out (from a local copy's vocabulary when there is one)."""
+        texts = self._token_texts()
+        return texts[token] if texts and 0 <= token < len(texts) else self.detokenize([token])
+
+    # -- generation -------------------------------------------------------------------------------------------
+    def _uses_n(self) -> bool:
+        """Does one request with n return n choices? Asked once (SGLang: no, by its documentation's advice)."""
+        with self._probe_lock:
+            if self._n_ok is None and self.kind != "sglang":
+                body = {"model": self.served, "prompt": "1", "max_tokens": 1, "n": 2, "temperature": 1.0}
+                try:  # llama-server refuses n > 1 with HTTP 500, llama-cpp-python ignores it
+                    data = self.client.json("POST", "/completions", body, retry=False)
+                    self._n_ok = len(data.get("choices") or []) == 2
+                except ServerError:
+                    self._n_ok = False
+        return bool(self._n_ok)
+
+    def _sampling_body(self, params: SamplingParams, seed: int) -> dict:
+        body = {"temperature": params.temperature, "top_p": params.top_p, "seed": seed}
+        if params.top_k > 0:
+            body["top_k"] = params.top_k
+        if self.kind in LLAMA_CPP:  # their defaults (top_k 40, min_p 0.05, repeat 1.1) are not ttc's sampler
+            body.update(top_k=max(0, params.top_k), min_p=0.0, repeat_penalty=1.0)
+        if params.ignore_eos and self.kind != "openai":
+            body["ignore_eos"] = True
+        return body
+
+    def _generate(self, prompt: str, params: SamplingParams, n: int, seed: int, acct: Usage) -> list[Completion]:
+        """One request: n continuations of `prompt`."""
+        stops = [s for s in params.stop if s]
+        if self.kind == "llama-server" and stops:
+            return [self._generate_native(prompt, params, seed, stops, acct)]
+        body = {
+            "model": self.served,
+            "prompt": prompt,
+            "max_tokens": params.max_tokens,
+            **self._sampling_body(params, seed),
+        }
+        if n > 1:
+            body["n"] = n
+        if stops:
+            body["stop"] = stops
+            if self.kind in ("llama-cpp-python", "openai"):  # no stop_reason: tell stop from EOS by the tokens
+                body["logprobs"] = 0 if self.kind == "llama-cpp-python" else 1
+        data = self.client.json("POST", "/completions", body)
+        choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+        if len(choices) != n:
+            raise TTCRuntimeError(f"server at {self.client.where} returned {len(choices)} completions for n={n}")
+        prompt_n, generated = usage_counts(data)
+        self._charge(acct, prompt_n, generated)
+        counts = split_count(generated, [c.get("text") or "" for c in choices])
+        return [self._completion(c, stops, params.include_stop, k) for c, k in zip(choices, counts)]
+
+    @staticmethod
+    def _completion(choice: dict, stops: list[str], include_stop: bool, n_generated: int) -> Completion:
+        text, stop = choice.get("text") or "", None
+        if choice.get("finish_reason") == "stop":
+            stop = choice_stop(choice, text, stops)
+            reason = "stop" if stop is not None else "eos"
+            if stop is not None and include_stop:
+                text += stop
+        else:
+            reason = "length"
+        return Completion(text=text, tokens=[], finish_reason=reason, stop=stop, n_generated=n_generated)
+
+    def _generate_native(self, prompt, params, seed, stops, acct) -> Completion:
+        """llama-server's own /completion, which says whether a stop string or EOS ended the text."""
+        body = {"prompt": prompt, "n_predict": params.max_tokens, "stop": stops, "cache_prompt": True}
+        body.update(self._sampling_body(params, seed))
+        data = self.client.json("POST", "/completion", body, api=False)
+        text, word = data.get("content") or "", data.get("stopping_word") or ""
+        kind = data.get("stop_type") or (
+            "eos" if data.get("stopped_eos") else "word" if data.get("stopped_word") else "limit"
+        )
+        evaluated = (data.get("timings") or {}).get("prompt_n", data.get("tokens_evaluated", 0))
+        generated = int(data.get("tokens_predicted") or 0)
+        self._charge(acct, int(evaluated or 0), generated)
+        choice = {"text": text, "finish_reason": "stop" if kind in ("eos", "word") else "length"}
+        choice["stop_reason"] = word if kind == "word" else None
+        return self._completion(choice, stops, params.include_stop, generated)
+
+    def generate_many(self, prompts: list[str], params: SamplingParams, first_index: int = 0) -> list[Completion]:
+        """One continuation of each prompt, concurrently; prompt j samples with seed (params.seed, first_index + j)."""
+        acct = self.usage
+        jobs = list(enumerate(prompts))
+        done = self._map(lambda j: self._generate(j[1], params, 1, _seed(params.seed, first_index + j[0]), acct), jobs)
+        return [c for cs in done for c in cs]
+
+    def sample(self, prompt: str, n: int, params: SamplingParams) -> list[Completion]:
+        if n < 1:
+            raise UsageError(f"number of samples must be at least 1, got {n}")
+        with self.timed():
+            if n > 1 and self._uses_n():
+                acct = self.usage
+                chunks = [(i, min(N_PER_REQUEST, n - i)) for i in range(0, n, N_PER_REQUEST)]
+                done = self._map(lambda c: self._generate(prompt, params, c[1], _seed(params.seed, c[0]), acct), chunks)
+                return [c for cs in done for c in cs]
+            return self.generate_many([prompt] * n, params)
+
+    def branches(self, prompt: str, max_live: int, max_tokens: int, scoring: bool = False) -> BranchSet:
+        return OpenAIBranches(self, prompt, scoring)
+
+    # -- scoring ----------------------------------------------------------------------------------------------
+    def render(self, pieces: Sequence) -> str | list[int]:
+        """A prompt from pieces (text, or tuples of token ids), as the server takes it: token ids where it
+        accepts them (the first text piece tokenized with BOS and special tokens, later ones plain), else text."""
+        if self.kind in TOKEN_PROMPTS:
+            ids: list[int] = []
+            for i, p in enumerate(pieces):
+                ids += list(p) if isinstance(p, tuple) else self.tokenize(p, add_bos=i == 0, special=i == 0)
+            return ids
+        return "".join(p if isinstance(p, str) else self.detokenize(p) for p in pieces)
+
+    def _score(self, prompt, token_ids: Sequence[int], acct: Usage) -> np.ndarray:
+        """log P(token_ids) of the token after `prompt` (see the module docstring)."""
+        chosen, top = self._score_request(prompt, token_ids, acct)
+        values: dict[int, float] = {}
+        for key, lp in ([chosen] if chosen else []) + top:
+            t = self._token_of(key, token_ids)
+            if t is not None and t not in values:
+                values[t] = lp
+        for t in [t for t in token_ids if t not in values]:
+            chosen, _ = self._score_request(prompt, [t], acct)
+            if chosen is None or self._token_of(chosen[0], [t]) != t:
+                raise TTCRuntimeError(
+                    f"server at {self.client.where} ignores logit_bias, so ttc cannot read the log-probability of "
+                    f"token {t} ({self.token_text(t)!r}) for the PRM; use a server that honours logit_bias"
+                )
+            values[t] = chosen[1]
+        return np.array([values[t] for t in token_ids], dtype=np.float64)
+
+    def _score_request(self, prompt, token_ids: Sequence[int], acct: Usage):
+        k = min(20, max(5, len(token_ids)))
+        body = {"model": self.served, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": k}
+        if self.kind == "llama-server":
+            body["logit_bias"] = [[int(t), BIAS] for t in token_ids]
+        else:
+            body["logit_bias"] = {str(int(t)): BIAS for t in token_ids}
+        if self.kind == "vllm":
+            body["return_tokens_as_token_ids"] = True
+        data = self.client.json("POST", "/completions", body)
+        self._charge(acct, usage_counts(data)[0], 0)  # the one forced token is not a generation
+        choices = data.get("choices") or [{}]
+        chosen, top = top_logprobs(choices[0])
+        if chosen is None and not top:
+            raise TTCRuntimeError(
+                f"server at {self.client.where} returned no log-probabilities (logprobs on /v1/completions); "
+                "the PRM needs them"
+            )
+        return chosen, top
+
+    def _token_of(self, key, candidates: Sequence[int]) -> int | None:
+        if isinstance(key, int):
+            return key if key in candidates else None
+        hits = [t for t in candidates if self.detokenize([t]) == key]
+        if len(hits) > 1:
+            raise TTCRuntimeError(
+                f"tokens {hits} read the same ({key!r}) and server at {self.client.where} names log-probs by text"
+            )
+        return hits[0] if hits else None
+
+    def scores_at(self, prompts: list[list], token_ids: Sequence[int]) -> list[np.ndarray]:
+        """For each prompt (a list of pieces): log P(token_ids) of the next token; concurrent."""
+        acct = self.usage
+        return self._map(lambda pieces: self._score(self.render(pieces), token_ids, acct), prompts)
+
+    def logprobs_at(self, prefix, suffixes, positions, token_ids) -> list[np.ndarray]:
+        with self.timed():
+            head = tuple(prefix) if isinstance(prefix, list) else prefix
+            out = [np.zeros((len(pos), len(token_ids)), dtype=np.float64) for pos in positions]
+            jobs, where = [], []
+            for i, (s, pos) in enumerate(zip(suffixes, positions)):
+                ids = tuple(s) if isinstance(s, list) else tuple(self.tokenize(s, add_bos=False))
+                for k, p in enumerate(pos):
+                    jobs.append([head, ids[: position(p, len(ids)) + 1]])
+                    where.append((i, k))
+            for (i, k), row in zip(where, self.scores_at(jobs, token_ids)):
+                out[i][k] = row
+            return out
