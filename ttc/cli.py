@@ -344,6 +344,9 @@ def bench(
     max_tokens: Annotated[int | None, typer.Option(help="Tokens per solution (default: the preset's).")] = None,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    served_model: ServedModelOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print summary.json on stdout at the end.")] = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -370,7 +373,9 @@ def bench(
         concurrency=concurrency,
         plot=plot,
         quiet=quiet,
-        models=ModelOptions(preset, model, n_gpu_layers, threads, verbose),
+        models=ModelOptions(
+            preset, model, n_gpu_layers, threads, verbose, backend=backend, base_url=base_url, served_model=served_model
+        ),
         sampling=SamplingOverrides(temperature=temperature, max_tokens=max_tokens),
     )
     summary = run_bench(opts, console=err)

@@ -113,16 +113,13 @@ def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
 
     solver = Solver(opts.models)
     opts.sampling.apply(solver.preset)  # bad sampling flags fail before anything is written
-    model_path = resolve_model(
-        opts.models.model or solver.preset.model,
-        base_dir=Path(solver.preset.source).parent if solver.preset.source else None,
-    )
-    config = run_config(opts, dataset, budgets, solver, model_path)
+    model_id = model_identity(opts, solver)
+    config = run_config(opts, dataset, budgets, solver, model_id)
     store = open_store(opts.out, config, resume=opts.resume, force=opts.force)
     try:
         for note in store.notes:
             say(f"ttc: {note}", markup=False, highlight=False, soft_wrap=True)
-        stats = _loop(opts, solver, store, problems, budgets, config, model_path, console, say)
+        stats = _loop(opts, solver, store, problems, budgets, config, console, say)
     except KeyboardInterrupt:
         store.close()
         write_summaries(Path(opts.out), {"interrupted": True, **summarize(store.rows, opts.strategies)})
@@ -163,7 +160,20 @@ def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
     return summary
 
 
-def run_config(opts: BenchOptions, dataset: Dataset, budgets: list[int], solver: Solver, model_path: Path) -> dict:
+def model_identity(opts: BenchOptions, solver: Solver) -> dict:
+    """The model a run's records belong to: the GGUF's name and size, or the served model and its server
+    (then nothing is downloaded or read locally)."""
+    from ..engine.openai_setup import remote_spec
+
+    ref = opts.models.model or solver.preset.model
+    spec = remote_spec(opts.models, solver.preset, "policy", ref)
+    if spec is not None:
+        return {"file": solver.policy.info.name, "bytes": None, "server": spec.base_url}
+    path = resolve_model(ref, base_dir=Path(solver.preset.source).parent if solver.preset.source else None)
+    return {"file": path.name, "bytes": path.stat().st_size}
+
+
+def run_config(opts: BenchOptions, dataset: Dataset, budgets: list[int], solver: Solver, model_id: dict) -> dict:
     """What decides the records of a run; a resume must match it (ttc version, threads and K do not count)."""
     s = opts.sampling
     config = {
@@ -173,7 +183,7 @@ def run_config(opts: BenchOptions, dataset: Dataset, budgets: list[int], solver:
         },
         "strategies": list(opts.strategies), "budgets": budgets, "limit": opts.limit, "seed": opts.seed,
         "preset": preset_to_dict(solver.preset),
-        "model": {"file": model_path.name, "bytes": model_path.stat().st_size},
+        "model": model_id,
         "sampling": {"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k, "max_tokens": s.max_tokens},
     }  # fmt: skip
     return json.loads(json.dumps(config))  # as config.json will give it back (tuples become lists)
@@ -182,7 +192,7 @@ def run_config(opts: BenchOptions, dataset: Dataset, budgets: list[int], solver:
 class _Run:
     """One bench invocation's state shared by the workers: store, reporter, counters."""
 
-    def __init__(self, opts, solver, store, budgets, config, model_path, reporter):
+    def __init__(self, opts, solver, store, budgets, config, reporter):
         self.opts, self.solver, self.store, self.budgets = opts, solver, store, budgets
         self.reporter = reporter
         self.lock = threading.Lock()
@@ -192,7 +202,7 @@ class _Run:
         self.held: dict[tuple[str, int], list] = {}  # failures waiting for a first success at their key
         self.bench = {
             "dataset": Path(opts.data).name, "run": config_hash(config),
-            "model_file": model_path.name, "model_bytes": config["model"]["bytes"],
+            "model_file": config["model"]["file"], "model_bytes": config["model"]["bytes"],
         }  # fmt: skip
 
     def problem(self, p: Problem) -> None:
@@ -298,7 +308,7 @@ def _refused(key: tuple[str, int], e: UsageError) -> UsageError:
     return UsageError(f"{key[0]} at budget {key[1]}: {e}")
 
 
-def _loop(opts, solver, store: Store, problems, budgets, config, model_path, console, say) -> dict:
+def _loop(opts, solver, store: Store, problems, budgets, config, console, say) -> dict:
     pairs = [(s, b) for s in opts.strategies for b in budgets]
     ids, wanted = {p.id for p in problems}, set(pairs)
     done: dict[tuple[str, int], list[bool]] = {}
@@ -322,7 +332,7 @@ def _loop(opts, solver, store: Store, problems, budgets, config, model_path, con
         k = 1
 
     reporter = make_reporter(Tally(pairs, len(problems), done), console, opts.quiet)
-    run = _Run(opts, solver, store, budgets, config, model_path, reporter)
+    run = _Run(opts, solver, store, budgets, config, reporter)
     t0 = time.monotonic()
     with reporter:
         if k == 1:
