@@ -14,6 +14,7 @@ only each new step's tokens are ever evaluated.
 from __future__ import annotations
 
 import math
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from ..errors import UsageError
 from ..presets import PRMConfig
 from ..prompts import fill
 from .aggregate import get_aggregation
+
+_LOCAL_LOCK = threading.Lock()
 
 
 def two_way(lp_good: float, lp_bad: float) -> float:
@@ -60,7 +63,24 @@ class StepScorer(ABC):
 class RewardModel(ABC):
     engine: Engine  # where its tokens are evaluated
     aggregation: str
-    usage: Usage  # what scoring has cost (also when the engine is the policy's, as in self-judge)
+    _local: threading.local | None = None
+
+    @property
+    def usage(self) -> Usage:
+        """What scoring has cost in this thread (also when the engine is the policy's, as in self-judge).
+        Per thread, like the engines' own, so problems solved concurrently each see their own spend."""
+        with _LOCAL_LOCK:
+            if self._local is None:
+                self._local = threading.local()
+        u = getattr(self._local, "usage", None)
+        if u is None:
+            u = self._local.usage = Usage()
+        return u
+
+    @usage.setter
+    def usage(self, value: Usage) -> None:
+        self.usage  # noqa: B018 - creates this thread's slot
+        self._local.usage = value
 
     @contextmanager
     def charged(self):
