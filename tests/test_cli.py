@@ -188,3 +188,15 @@ def test_a_strategy_variant_carries_its_options_and_its_label(preset):
     rec = json.loads(r.stdout)
     assert rec["strategy"] == "adaptive:wave=2" and rec["details"]["wave"] == 2
     one_line_error(run_ttc("solve", "1+1", "--preset", str(preset), "--strategy", "beam:width"), 2, "key=value")
+
+
+def test_a_successful_solve_writes_nothing_on_stderr(tmp_path):
+    """llama.cpp's own warnings (here: a unified KV larger than a 512-token training context) stay quiet."""
+    from conftest import make_tiny_gguf
+
+    small = make_tiny_gguf(tmp_path / "ctx512.gguf", n_ctx=512)
+    p = tmp_path / "p.yaml"
+    p.write_text(preset_text(small, max_tokens=8))
+    r = run_ttc("solve", "1+2", "--preset", str(p), "--strategy", "majority", "--budget", "64")  # 64 x 9 cells
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stderr.decode() in ("", "ttc: no answer found for '1+2'\n")

@@ -175,7 +175,7 @@ class LlamaEngine(Engine):
     def __init__(self, path: str, n_gpu_layers: int | None = None, n_threads: int | None = None, verbose=False):
         lc = _import_llama_cpp()
         self.lc = lc
-        check_gguf(path)
+        n_ctx_train = check_gguf(path) or 256
         logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
         from llama_cpp import Llama
 
@@ -185,11 +185,16 @@ class LlamaEngine(Engine):
         ngl = gpu_layers(n_gpu_layers)
         try:
             self.llm = Llama(
-                model_path=str(path), n_gpu_layers=ngl, n_ctx=256, n_batch=256, n_threads=self.n_threads,
+                model_path=str(path), n_gpu_layers=ngl, n_ctx=min(256, n_ctx_train), n_batch=256,
+                n_threads=self.n_threads,
                 verbose=verbose,
             )  # fmt: skip
         except Exception as e:
             raise TTCRuntimeError(f"llama.cpp could not load {path}: {e}") from None
+        # Llama() resets the level from `verbose`; ttc's own messages say what matters, so keep llama.cpp
+        # quiet unless asked (e.g. a unified KV larger than the training context warns, harmlessly: no
+        # sequence's positions go past its prompt plus max_tokens, which check_fits keeps in range).
+        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
         self.vocab = lc.llama_model_get_vocab(self.llm.model)
         self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
         meta = dict(self.llm.metadata)

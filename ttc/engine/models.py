@@ -64,8 +64,9 @@ def _resolve_hf(ref: str) -> Path:
         ) from None
 
 
-def check_gguf(path: str | Path) -> None:
-    """Refuse files that are not GGUF or whose tensor data runs past the end of the file."""
+def check_gguf(path: str | Path) -> int | None:
+    """Refuse files that are not GGUF or whose tensor data runs past the end of the file; return the
+    model's training context length when the file states it."""
     path = Path(path)
     with open(path, "rb") as f:
         magic = f.read(4)
@@ -81,6 +82,17 @@ def check_gguf(path: str | Path) -> None:
         raise TTCRuntimeError(f"{path}: damaged or truncated GGUF file ({type(e).__name__}: {e})"[:300]) from None
     if end > size:
         raise TTCRuntimeError(f"{path}: truncated GGUF file ({size} bytes, its tensors need {end})")
+    return _context_length(reader)
+
+
+def _context_length(reader) -> int | None:
+    try:
+        arch_field = reader.fields["general.architecture"]
+        arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+        field = reader.fields[f"{arch}.context_length"]
+        return int(field.parts[field.data[0]][0])
+    except (KeyError, IndexError, ValueError, UnicodeDecodeError):
+        return None
 
 
 def physical_cores() -> int:
