@@ -1,0 +1,104 @@
+"""The shipped model pair: files in the package, loadable by llama.cpp, tokenized as trained, preset agrees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ttc.arith import evaluate, parse_boxed
+from ttc.presets import load_preset
+from ttc.train import formats
+
+MODELS = Path(__file__).resolve().parent.parent / "ttc" / "models"
+POLICY = MODELS / "tiny-arith-policy.gguf"
+PRM = MODELS / "tiny-arith-prm.gguf"
+
+
+def test_shipped_model_files_exist_and_fit_in_8_mb():
+    for path in (POLICY, PRM):
+        assert path.is_file(), f"{path} missing: run python -m ttc.train all --out runs/x --install"
+        assert path.stat().st_size <= 8 * 1024 * 1024
+
+
+def test_default_preset_matches_the_training_layouts():
+    p = load_preset("tiny-arith")
+    assert p.model == "builtin:" + POLICY.name
+    assert p.prompt.format == "raw" and p.prompt.template == formats.PROMPT_TEMPLATE
+    assert p.step_delimiter == formats.STEP_DELIMITER
+    assert p.answer.format == "boxed"
+    assert p.sampling.temperature == 0.8
+    assert p.revision is not None
+    assert p.revision.template == formats.REVISION_TEMPLATE
+    assert p.revision.attempt_template == formats.ATTEMPT_TEMPLATE
+    assert p.revision.max_attempts == formats.MAX_ATTEMPTS
+    assert p.prm is not None
+    assert p.prm.model == "builtin:" + PRM.name
+    assert p.prm.format == "math-shepherd" and p.prm.aggregation == "last"
+    assert p.prm.template == formats.PRM_TEMPLATE and p.prm.step_tag == formats.STEP_TAG
+    assert (p.prm.good_token, p.prm.bad_token) == (formats.GOOD_TOKEN, formats.BAD_TOKEN)
+
+
+def test_revision_template_without_attempts_is_the_plain_prompt():
+    assert formats.revision_prompt("1+2", []) == formats.policy_prompt("1+2")
+
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return llama_cpp.Llama(str(POLICY), n_ctx=1024, n_threads=2, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def prm():
+    return llama_cpp.Llama(str(PRM), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
+
+
+def test_shipped_models_share_the_byte_vocabulary(policy, prm):
+    for llm in (policy, prm):
+        assert llm.n_vocab() == formats.VOCAB.size
+        assert llm.token_bos() == formats.VOCAB.bos_id and llm.token_eos() == formats.VOCAB.eos_id
+        assert llm.n_ctx() >= 512
+
+
+def test_prm_input_tokenizes_as_byte_vocab_with_one_tag_token(prm):
+    steps = ["37+48=85", "85-19=-66", "\\boxed{-66}"]
+    text = formats.prm_text("37+48-19", steps)
+    ids = prm.tokenize(text.encode(), add_bos=True, special=False)
+    assert ids == formats.VOCAB.encode(text, add_bos=True)
+    assert ids.count(formats.TAG_ID) == len(steps)
+    assert prm.tokenize(" ки".encode(), add_bos=False, special=False) == [ord(" "), formats.TAG_ID]
+
+
+def test_policy_solves_easy_problems_greedily(policy):
+    problems = ["12+7", "45-3", "30+30", "9-8", "50+25"]
+    right = 0
+    for p in problems:
+        out = policy.create_completion(formats.policy_prompt(p), max_tokens=40, temperature=0.0, top_k=1)
+        text = out["choices"][0]["text"]
+        right += parse_boxed(text) == evaluate(p)
+    assert right >= 4
+
+
+def _last_tag_score(llm, problem: str, steps: list[str]) -> float:
+    ids = formats.VOCAB.encode(formats.prm_text(problem, steps), add_bos=True)
+    llm.reset()
+    llm.eval(ids)
+    tag = max(i for i, t in enumerate(ids) if t == formats.TAG_ID)
+    row = np.array(llm.scores[tag])
+    good, bad = row[formats.GOOD_ID], row[formats.BAD_ID]
+    return float(1 / (1 + np.exp(bad - good)))
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="the shipped PRM is an interim checkpoint (step 250, step AUROC 0.88); issue 3 stays open until "
+    "the trained pair meets its targets",
+)
+def test_prm_prefers_the_correct_solution(prm):
+    right = _last_tag_score(prm, "37+48-19", ["37+48=85", "85-19=66", "\\boxed{66}"])
+    wrong = _last_tag_score(prm, "37+48-19", ["37+48=85", "85-19=76", "\\boxed{76}"])
+    assert right > 0.5 > wrong

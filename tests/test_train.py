@@ -1,0 +1,132 @@
+"""The training recipe: a few real training steps, then a GGUF that llama.cpp loads with the same logits."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from ttc.arith import generate_problems, solution_steps  # noqa: E402
+from ttc.gguf_llama import LlamaShape  # noqa: E402
+from ttc.train.common import make_optimizer, seed_everything, train_step  # noqa: E402
+from ttc.train.data import IGNORE, collate, policy_example, prm_example, revision_example  # noqa: E402
+from ttc.train.export import export_gguf, load_gguf_model  # noqa: E402
+from ttc.train.formats import BAD_ID, GOOD_ID, TAG_ID, VOCAB, prm_text  # noqa: E402
+from ttc.train.model import Llama  # noqa: E402
+from ttc.train.prm import auroc  # noqa: E402
+from ttc.train.sample import generate  # noqa: E402
+
+TINY = LlamaShape(n_vocab=VOCAB.size, n_embd=64, n_layer=2, n_head=2, n_head_kv=2, n_ff=128, n_ctx=512)
+
+
+def _train_tiny(steps: int = 5, seed: int = 0) -> tuple[Llama, list[float]]:
+    torch.set_num_threads(2)
+    seed_everything(seed)
+    model = Llama(TINY)
+    opt = make_optimizer(model, 3e-3, 0.1)
+    problems = generate_problems(steps * 8, seed=seed)
+    losses = []
+    for s in range(steps):
+        ids, targets = collate([policy_example(p) for p in problems[s * 8 : (s + 1) * 8]])
+        losses.append(train_step(model, model, opt, ids, targets, 3e-3))
+    return model, losses
+
+
+def _llama_logits(path, ids: list[int]) -> np.ndarray:
+    llm = llama_cpp.Llama(str(path), n_ctx=512, logits_all=True, n_threads=2, verbose=False)
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)])
+
+
+def test_few_training_steps_lower_the_loss_and_same_seed_gives_same_weights():
+    a, losses = _train_tiny(6, seed=1)
+    b, _ = _train_tiny(6, seed=1)
+    assert losses[-1] < losses[0]
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+@pytest.mark.parametrize("dtype,tol", [("f32", 2e-3), ("f16", 5e-2)])
+def test_exported_gguf_loads_in_llama_cpp_with_the_torch_logits(tmp_path, dtype, tol):
+    model, _ = _train_tiny(4)
+    path = export_gguf(model, tmp_path / "tiny.gguf", "tiny", dtype)
+    text = prm_text("37+48-19", ["37+48=85", "85-19=66", "\\boxed{66}"])
+    ids = VOCAB.encode(text, add_bos=True)
+    llm = llama_cpp.Llama(str(path), n_ctx=512, n_threads=2, verbose=False)
+    assert llm.tokenize(text.encode(), add_bos=True, special=False) == ids
+    assert llm.n_vocab() == VOCAB.size
+    del llm
+    with torch.no_grad():
+        want = model(torch.tensor([ids]))[0].numpy()
+    got = _llama_logits(path, ids)
+    assert np.abs(got - want).max() < tol * max(1.0, np.abs(want).max())
+
+
+def test_gguf_read_back_into_torch_is_the_same_model(tmp_path):
+    model, _ = _train_tiny(2)
+    path = export_gguf(model, tmp_path / "tiny.gguf", "tiny", "f32")
+    again = load_gguf_model(path)
+    ids = torch.tensor([VOCAB.encode("Problem: 1+2\nSolution:\n", add_bos=True)])
+    with torch.no_grad():
+        assert torch.allclose(model(ids), again(ids), atol=1e-6)
+
+
+def test_cached_generation_equals_full_recompute():
+    """Greedy tokens from the KV-cached, left-padded batch equal argmax of full forward passes."""
+    model, _ = _train_tiny(3)
+    prompts = [VOCAB.encode(f"Problem: {p}\nSolution:\n", add_bos=True) for p in ["1+2", "37+48-19+5"]]
+    got = generate(model, prompts, 12, temperature=0.0, stop_id=-1, batch_size=2)
+    for prompt, out in zip(prompts, got):
+        seq = list(prompt)
+        with torch.no_grad():
+            for _ in range(12):
+                seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+        assert out == seq[len(prompt) :]
+
+
+def test_policy_example_learns_only_the_solution():
+    ids, targets = policy_example("37+48-19", attempts=["37+48=84\n84-19=65\n\\boxed{65}"])
+    learned = [t for t in targets if t != IGNORE]
+    assert VOCAB.decode(learned[:-1]) == "\n".join(solution_steps("37+48-19"))
+    assert learned[-1] == VOCAB.eos_id
+    assert "Attempt 1:\n37+48=84" in VOCAB.decode(ids)
+
+
+def test_revision_example_weighs_the_line_where_the_attempt_went_wrong():
+    attempt = "37+48=85\n85-19=76\n76+5=81\n\\boxed{81}"  # wrong from its second line on
+    ids, targets, weights = revision_example("37+48-19+5", [attempt], deviation_weight=3.0)
+    heavy = [t for t, w in zip(targets, weights) if w > 1]
+    assert VOCAB.decode(heavy) == "85-19=66\n"
+    assert all(w == 1.0 for t, w in zip(targets, weights) if t == IGNORE)
+    ids2, targets2 = policy_example("37+48-19+5", attempts=[attempt])
+    assert (ids2, targets2) == (ids, targets)
+
+
+def test_prm_example_labels_sit_on_the_tags():
+    steps = ["37+48=84", "84-19=65", "\\boxed{65}"]
+    ids, targets = prm_example("37+48-19", steps)
+    at_tags = [t for i, t in zip(ids, targets) if i == TAG_ID]
+    assert at_tags == [BAD_ID] * 3 and sum(t != IGNORE for t in targets) == 3
+    ids, targets = prm_example("37+48-19", ["37+48=85", "85-19=66", "\\boxed{66}"], learn_steps=True)
+    assert [t for i, t in zip(ids, targets) if i == TAG_ID] == [GOOD_ID] * 3
+
+
+def test_prm_result_digits_are_learned_up_to_the_first_wrong_digit():
+    ids, targets = prm_example("37+48-19", ["37+48=84", "84-19=75", "\\boxed{75}"], learn_results=True)
+    pairs = [(VOCAB.decode([i]), VOCAB.decode([t])) for i, t in zip(ids, targets) if t != IGNORE]
+    # 37+48 is 85: "8" right, then "5" where "4" was written; 84-19 is 65: "6" where "7" was written
+    assert pairs == [("=", "8"), ("8", "5"), ("ки", "-"), ("=", "6"), ("ки", "-"), ("ки", "-")]
+
+
+def test_auroc_matches_pairwise_definition():
+    rng = random.Random(0)
+    s = [rng.choice([0.1, 0.5, 0.9, rng.random()]) for _ in range(60)]
+    y = [rng.random() < 0.6 for _ in range(60)]
+    pos = [a for a, b in zip(s, y) if b]
+    neg = [a for a, b in zip(s, y) if not b]
+    want = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+    assert abs(auroc(s, y) - want) < 1e-12

@@ -1,0 +1,125 @@
+"""Training examples for the two models as token ids with loss targets, and batching.
+
+An example is (ids, targets): `targets[i]` is the token the model should predict after `ids[:i+1]`, or
+-100 where nothing is learned (prompts, earlier attempts, padding). The PRM's targets sit at the step-tag
+positions only ("+" or "-"), plus, on correct solutions, the step tokens themselves (see `prm_example`).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import torch
+
+from ..arith import check_steps, solution_steps, split_steps
+from .formats import (
+    BAD_ID,
+    GOOD_ID,
+    PRM_TEMPLATE,
+    STEP_DELIMITER,
+    STEP_TAG,
+    VOCAB,
+    policy_prompt,
+    prm_tokens,
+    revision_prompt,
+)
+
+IGNORE = -100
+_OP_STEP = re.compile(r"^(-?\d+)([+-])(\d+)=(\S*)$")
+
+
+def spaced(problem: str, rng: random.Random) -> str:
+    """The problem with random spaces around some operators (whitespace is ignored in the task)."""
+    out = []
+    for ch in problem:
+        if ch in "+-" and rng.random() < 0.5:
+            out.append(" " + ch + " ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def policy_example(problem: str, attempts: list[str] | None = None, prompt_problem: str | None = None):
+    """BOS + prompt (or revision prompt with earlier attempts) + correct solution + EOS; learn the solution."""
+    shown = prompt_problem or problem
+    prompt = revision_prompt(shown, attempts) if attempts else policy_prompt(shown)
+    p_ids = VOCAB.encode(prompt, add_bos=True)
+    s_ids = VOCAB.encode(STEP_DELIMITER.join(solution_steps(problem))) + [VOCAB.eos_id]
+    ids = p_ids + s_ids
+    targets = [IGNORE] * (len(p_ids) - 1) + s_ids + [IGNORE]
+    return ids, targets
+
+
+def revision_example(problem: str, attempts: list[str], deviation_weight: float = 3.0):
+    """`policy_example` with earlier attempts, plus per-target loss weights: the solution line where each
+    attempt first goes wrong weighs `deviation_weight` (that is where a revision must not copy)."""
+    ids, targets = policy_example(problem, attempts)
+    steps = solution_steps(problem)
+    marked = set()
+    for a in attempts:
+        lines = split_steps(a, STEP_DELIMITER)
+        j = next((i for i, s in enumerate(steps) if i >= len(lines) or lines[i].strip() != s), None)
+        if j is not None:
+            marked.add(j)
+    weights = [1.0] * len(targets)
+    first = targets.index(next(t for t in targets if t != IGNORE))  # index of the first learned target
+    offset = 0
+    for j, s in enumerate(steps):
+        if j in marked:
+            for k in range(offset, offset + len(s) + 1):  # the line and its delimiter (or EOS)
+                weights[first + k] = deviation_weight
+        offset += len(s) + len(STEP_DELIMITER)
+    return ids, targets, weights
+
+
+def prm_example(problem: str, steps: list[str], learn_steps: bool = False, learn_results: bool = False):
+    """PRM input for `steps`; targets "+"/"-" at each tag from the exact cumulative labels.
+
+    With `learn_steps` (only for correct solutions) the step tokens are learned too, which teaches the PRM
+    the arithmetic it must check. With `learn_results` (for any solution) the digits after each "=" are
+    learned as the true value of the step's own left side, up to the first digit the solution got wrong:
+    dense supervision of exactly the computation a check needs, on the policy's own contexts.
+    """
+    ids, tags = prm_tokens(problem, steps)
+    labels = check_steps(problem, steps, cumulative=True)
+    targets = [IGNORE] * len(ids)
+    for pos, good in zip(tags, labels):
+        targets[pos] = GOOD_ID if good else BAD_ID
+    if learn_steps:
+        first = ids.index(ord("\n"), ids.index(ord("\n")) + 1)  # end of the template's last line
+        for i in range(first, len(ids) - 1):
+            if targets[i] == IGNORE and ids[i + 1] not in (VOCAB.user_token_id("ки"), ord(" ")):
+                if ids[i] != VOCAB.user_token_id("ки"):
+                    targets[i] = ids[i + 1]
+    if learn_results and all(st.isascii() for st in steps):
+        pos = len(VOCAB.encode(PRM_TEMPLATE.format(problem=problem), add_bos=True))
+        for st in steps:
+            m = _OP_STEP.match(st)
+            if m:
+                left, op, n, written = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
+                correct = str(left + n if op == "+" else left - n)
+                eq = pos + m.start(4) - 1  # the "=" token
+                for k in range(len(correct)):
+                    if written[:k] != correct[:k] or eq + k >= len(ids):
+                        break
+                    if targets[eq + k] == IGNORE:
+                        targets[eq + k] = ord(correct[k])
+            pos += len(st) + len(VOCAB.encode(STEP_TAG)) + len(STEP_DELIMITER)
+    return ids, targets
+
+
+def collate(examples: list[tuple], multiple: int = 16):
+    """Right-pad to a common length (a multiple of `multiple`): ids (B, T) and targets (B, T), and
+    weights (B, T) when the examples carry them as a third element."""
+    T = max(len(e[0]) for e in examples)
+    T = (T + multiple - 1) // multiple * multiple
+    ids = torch.zeros(len(examples), T, dtype=torch.long)
+    tg = torch.full((len(examples), T), IGNORE, dtype=torch.long)
+    w = torch.ones(len(examples), T) if len(examples[0]) == 3 else None
+    for b, e in enumerate(examples):
+        ids[b, : len(e[0])] = torch.tensor(e[0])
+        tg[b, : len(e[1])] = torch.tensor(e[1])
+        if w is not None:
+            w[b, : len(e[2])] = torch.tensor(e[2])
+    return (ids, tg) if w is None else (ids, tg, w)

@@ -1,0 +1,205 @@
+"""Train the process reward model on the policy's own sampled solutions, Math-Shepherd style.
+
+Data: the policy (read back from its GGUF, so the PRM is trained against the shipped file) samples
+solutions at temperature 0.8 (and some at 1.0) to fresh training problems; each step is labelled by the
+exact checker with the rule "good when it and every step before it are right". The PRM input is the
+template, then each step + " ки" + "\\n"; the loss sits on the token after each tag, "+" or "-".
+A share of batches are correct solutions on which the step tokens are learned as well (`prm_example`
+with learn_steps), which teaches the PRM the arithmetic it has to check.
+
+Every `eval_every` steps the PRM's step-level AUROC is measured on validation samples; the best is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..arith import check_steps, iter_problems, solution_steps, split_steps
+from .common import (
+    Clock,
+    excluded_problems,
+    lr_at,
+    make_optimizer,
+    maybe_compile,
+    save_checkpoint,
+    seed_everything,
+    train_step,
+    validation_problems,
+)
+from .data import collate, prm_example
+from .evaluate import solve
+from .formats import BAD_ID, GOOD_ID, prm_tokens
+from .model import Llama
+
+
+@dataclass
+class PRMConfig:
+    seed: int = 0
+    init: str = "auto"  # warm start: a policy .pt/.gguf; "auto": OUT/policy-last.pt, else the policy GGUF;
+    #                     "scratch": random weights of the policy's shape
+    extra_layers: int = 2  # blocks appended to the warm-started model (identity at first)
+    steps: int = 1500
+    batch: int = 48
+    lr: float = 1e-3
+    warmup: int = 100
+    min_lr_frac: float = 0.05
+    weight_decay: float = 0.1
+    sample_problems: int = 4000  # fresh problems the policy solves for training data
+    samples_per_problem: int = 4  # of which one in four at temperature 1.0, the rest at 0.8
+    correct_frac: float = 0.3  # share of batches that are correct solutions with the steps learned
+    learn_results: bool = True  # on policy samples also learn each step's true result digits
+    val_per_ops: int = 40  # validation problems per operator count (x4 samples) for AUROC
+    eval_every: int = 250
+    compile: bool = True
+
+
+def grow(base: Llama, extra_layers: int) -> Llama:
+    """A copy of `base` with `extra_layers` more blocks on top that start as the identity."""
+    import dataclasses
+
+    shape = dataclasses.replace(base.shape, n_layer=base.shape.n_layer + extra_layers)
+    model = Llama(shape)
+    with torch.no_grad():
+        model.tok_embd.weight.copy_(base.tok_embd.weight)
+        model.norm.weight.copy_(base.norm.weight)
+        model.output.weight.copy_(base.output.weight)
+        for i, b in enumerate(base.blocks):
+            model.blocks[i].load_state_dict(b.state_dict())
+        for b in model.blocks[base.shape.n_layer :]:
+            b.wo.weight.zero_()
+            b.w_down.weight.zero_()
+    return model
+
+
+def auroc(scores: list[float], labels: list[bool]) -> float:
+    """Area under the ROC curve (ties count half): P(score of a good step > score of a bad one)."""
+    pairs = sorted(zip(scores, labels))
+    n_pos = sum(labels)
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    rank_sum, i = 0.0, 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        avg_rank = (i + j + 1) / 2  # ranks are 1-based
+        rank_sum += avg_rank * sum(1 for k in range(i, j) if pairs[k][1])
+        i = j
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+@torch.no_grad()
+def prm_step_scores(model, problems: list[str], solutions: list[list[str]], batch_size: int = 128) -> list[list[float]]:
+    """P(+)/(P(+)+P(-)) at each step tag, per solution (problems[i] pairs with solutions[i])."""
+    model.eval()
+    items = [prm_tokens(p, s) for p, s in zip(problems, solutions)]
+    order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+    out: list[list[float]] = [[] for _ in items]
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        ids, _ = collate([(items[i][0], items[i][0]) for i in rows])
+        logits = model(ids)
+        pm = logits[:, :, [GOOD_ID, BAD_ID]].float().log_softmax(-1)[:, :, 0].exp()  # (B, T)
+        for b, i in enumerate(rows):
+            out[i] = pm[b, items[i][1]].tolist()
+    return out
+
+
+def policy_samples(policy, problems: list[str], n: int, seed: int) -> list[tuple[str, list[str]]]:
+    """`n` sampled solutions per problem as (problem, steps); one in four at T=1.0, the rest at 0.8."""
+    n_hot = n // 4
+    cool = solve(policy, problems, 0.8, n - n_hot, seed)
+    hot = solve(policy, problems, 1.0, n_hot, seed + 1) if n_hot else [[] for _ in problems]
+    out = []
+    for p, a, b in zip(problems, cool, hot):
+        for t in a + b:
+            steps = split_steps(t)
+            if steps:
+                out.append((p, steps[:12]))
+    return out
+
+
+def step_labels(samples: list[tuple[str, list[str]]]) -> list[list[bool]]:
+    return [check_steps(p, s, cumulative=True) for p, s in samples]
+
+
+def evaluate_prm(model, samples: list[tuple[str, list[str]]]) -> dict:
+    scores = prm_step_scores(model, [p for p, _ in samples], [s for _, s in samples])
+    labels = step_labels(samples)
+    flat_s = [x for row in scores for x in row]
+    flat_l = [x for row in labels for x in row]
+    return {"step_auroc": auroc(flat_s, flat_l), "steps": len(flat_l), "bad_steps": flat_l.count(False)}
+
+
+def _batches(cfg: PRMConfig, samples, stream, rng: random.Random):
+    """Endless batches: policy samples (labels at tags) or correct solutions (steps learned too)."""
+    while True:
+        if rng.random() < cfg.correct_frac:
+            probs = [next(stream) for _ in range(cfg.batch)]
+            exs = [prm_example(p, solution_steps(p), learn_steps=True) for p in probs]
+            yield collate(exs)
+            continue
+        picks = [samples[rng.randrange(len(samples))] for _ in range(cfg.batch)]
+        yield collate([prm_example(p, s, learn_results=cfg.learn_results) for p, s in picks])
+
+
+def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=print) -> dict:
+    """Train a PRM on samples of `policy`, starting from `init` grown by `cfg.extra_layers` (None: from
+    scratch, the policy's shape); keeps the checkpoint with the best validation AUROC."""
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    clock = Clock()
+    val = validation_problems(cfg.val_per_ops)
+    exclude = excluded_problems(val)
+    stream = iter_problems(seed=cfg.seed * 1000 + 11, exclude=exclude)
+    problems = [next(stream) for _ in range(cfg.sample_problems)]
+    log(f"prm: sampling {cfg.samples_per_problem} policy solutions for {len(problems)} problems ...")
+    samples = policy_samples(policy, problems, cfg.samples_per_problem, seed=cfg.seed * 1000 + 12)
+    labels = step_labels(samples)
+    n_bad = sum(row.count(False) for row in labels)
+    n_all = sum(len(row) for row in labels)
+    log(f"prm: {len(samples)} samples, {n_all} steps, {n_bad} bad ({100 * n_bad / n_all:.1f}%) [{clock():.0f}s]")
+    val_samples = policy_samples(policy, val, 4, seed=cfg.seed * 1000 + 13)
+    if init is None:
+        model = Llama(dataclasses.replace(policy.shape, n_layer=policy.shape.n_layer + cfg.extra_layers))
+    else:
+        model = grow(init, cfg.extra_layers)
+    fwd = maybe_compile(model, cfg.compile)
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    rng = random.Random(cfg.seed)
+    batches = _batches(cfg, samples, stream, rng)
+    log(f"prm: {model.n_params():,} parameters, {cfg.steps} steps, config {json.dumps(asdict(cfg))}")
+    history, tokens = [], 0
+    for step in range(cfg.steps):
+        ids, targets = next(batches)
+        tokens += ids.numel()
+        lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_frac)
+        loss = train_step(fwd, model, opt, ids, targets, lr)
+        if step % 50 == 0:
+            log(f"  step {step} loss {loss:.4f} lr {lr:.2e} {tokens / max(clock(), 1e-9):.0f} tok/s [{clock():.0f}s]")
+        if (step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1:
+            ev = evaluate_prm(model, val_samples)
+            ck = out / f"prm-step{step + 1}.pt"
+            save_checkpoint(ck, model, {"config": asdict(cfg), "step": step + 1, "val": ev})
+            history.append({"step": step + 1, **ev, "path": str(ck)})
+            log(
+                f"  eval step {step + 1}: step AUROC {ev['step_auroc']:.4f} on {ev['steps']} steps "
+                f"({ev['bad_steps']} bad) [{clock():.0f}s]"
+            )
+    best = max(history, key=lambda h: (h["step_auroc"] if h["step_auroc"] == h["step_auroc"] else -1, h["step"]))
+    log(f"prm: selected step {best['step']} (AUROC {best['step_auroc']:.4f})")
+    log(f"prm: trained in {clock():.0f}s wall, {clock.cpu():.0f}s CPU, {tokens:,} tokens")
+    report = {"selected": best, "history": history, "tokens": tokens}
+    report.update(train_seconds=clock(), cpu_seconds=clock.cpu())
+    (out / "prm-train.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+__all__ = ["PRMConfig", "auroc", "evaluate_prm", "grow", "prm_step_scores", "train_prm", "policy_samples"]
