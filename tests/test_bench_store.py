@@ -157,3 +157,14 @@ def test_stored_records_are_read_back_by_key(tmp_path):
     assert s.read(("p0", "majority", 4))["candidates"][0]["text"] == "t4"
     assert record_key(s.read(("p0", "majority", 1))) == ("p0", "majority", 1)
     s.close()
+
+
+def test_one_writer_per_folder(tmp_path):
+    """A second bench on a folder another is writing to is refused before it writes anything."""
+    from ttc.bench.store import open_store
+
+    first = open_store(tmp_path / "out", {"a": 1}, resume=False, force=False)
+    with pytest.raises(UsageError, match="another ttc bench is writing there"):
+        open_store(tmp_path / "out", {"a": 1}, resume=True, force=False)
+    first.close()
+    open_store(tmp_path / "out", {"a": 1}, resume=True, force=False).close()  # free again once closed

@@ -33,6 +33,7 @@ CONFIG = "config.json"
 OUR_FILES = (SAMPLES, CONFIG, "summary.json", "summary.csv", "accuracy_vs_budget.png")
 BENCH_KEYS = ("id", "gold", "gold_answer", "correct", "difficulty", "bench")  # added to the result record
 FSYNC_INTERVAL_S = 1.0
+LOCK = ".ttc-bench.lock"
 
 Key = tuple[str, str, int]  # (problem id, strategy, budget)
 
@@ -111,6 +112,7 @@ class Store:
     _size: int = 0  # bytes of whole lines in the file
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_sync: float = 0.0
+    _dir_lock: Any = None  # the open lock file: one writer per folder
 
     @property
     def samples_path(self) -> Path:
@@ -156,6 +158,9 @@ class Store:
             finally:
                 self._file.close()
                 self._file = None
+        if self._dir_lock is not None:
+            self._dir_lock.close()  # releases the folder's lock
+            self._dir_lock = None
 
     def _sync(self) -> None:
         try:
@@ -189,30 +194,55 @@ def open_store(out: str | Path, config: dict, resume: bool, force: bool) -> Stor
     except OSError as e:
         raise UsageError(f"--out {d}: cannot create the folder ({e.strerror}); choose another") from None
     notes: list[str] = []
+    lock = _lock_dir(d)
     try:
-        has_content = any(d.iterdir())
-    except OSError as e:
-        raise UsageError(f"--out {d}: cannot read the folder ({e.strerror}); choose another") from None
-    if not resume and has_content:
-        if not force:
-            raise UsageError(
-                f"--out {d} is not empty: pass --resume to continue the run there, or --force to start over"
-            )
-        for name in OUR_FILES:
-            (d / name).unlink(missing_ok=True)
-    if resume and has_content and not force:
-        _check_same_config(d, config)
-    _write_json(d / CONFIG, {"config": config, "hash": config_hash(config)})
-    store = Store(d, config, notes=notes)
-    path = store.samples_path
+        try:
+            has_content = any(p.name != LOCK for p in d.iterdir())
+        except OSError as e:
+            raise UsageError(f"--out {d}: cannot read the folder ({e.strerror}); choose another") from None
+        if not resume and has_content:
+            if not force:
+                raise UsageError(
+                    f"--out {d} is not empty: pass --resume to continue the run there, or --force to start over"
+                )
+            for name in OUR_FILES:
+                (d / name).unlink(missing_ok=True)
+        if resume and has_content and not force:
+            _check_same_config(d, config)
+        _write_json(d / CONFIG, {"config": config, "hash": config_hash(config)})
+        store = Store(d, config, notes=notes)
+        store._dir_lock = lock
+        path = store.samples_path
+        try:
+            store._file = open(path, "ab", buffering=0)
+        except OSError as e:
+            raise UsageError(f"--out {d}: cannot write {SAMPLES} ({e.strerror}); choose another folder") from None
+        store._size = _repair(path, notes)
+        _load(store)
+        store._last_sync = time.monotonic()
+        return store
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+
+
+def _lock_dir(d: Path):
+    """Hold an exclusive lock on DIR for this run: two benches appending to one samples.jsonl would repeat
+    records. Released when the store closes or the process dies (kill -9 included)."""
     try:
-        store._file = open(path, "ab", buffering=0)
-    except OSError as e:
-        raise UsageError(f"--out {d}: cannot write {SAMPLES} ({e.strerror}); choose another folder") from None
-    store._size = _repair(path, notes)
-    _load(store)
-    store._last_sync = time.monotonic()
-    return store
+        import fcntl
+    except ImportError:  # not on POSIX: no lock, as before
+        return None
+    f = open(d / LOCK, "a+b")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise UsageError(
+            f"--out {d}: another ttc bench is writing there; wait for it or choose another folder"
+        ) from None
+    return f
 
 
 def _check_same_config(d: Path, config: dict) -> None:
