@@ -60,7 +60,7 @@ BIAS = 100.0  # logit bias that makes the asked tokens the only candidates
 
 
 def _seed(seed: int, index: int) -> int:
-    from .llama import _seed as llama_seed
+    from .llama_branches import _seed as llama_seed
 
     return llama_seed(seed, index)
 

@@ -1,0 +1,404 @@
+"""Branches of one prompt inside one llama.cpp context: the bookkeeping behind `LlamaEngine`.
+
+A `_Context` is one llama_context with its batch, sized for a piece of work; `LlamaBranches` keeps
+branches as (sequence id, tokens, how many are cached) and turns fork / extend / feed / drop into
+chunked `llama_decode` calls. Kin branches (forked, not yet diverged) share one evaluation of their
+pending tokens: one cell carries all their sequence ids and they sample from one logits row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import TTCRuntimeError
+from .base import BranchSet, Completion, SamplingParams
+
+if TYPE_CHECKING:
+    from .llama import LlamaEngine
+
+MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ
+N_BATCH = 512  # tokens per llama_decode
+
+
+@dataclass
+class Branch:
+    seq: int  # llama.cpp sequence id
+    tokens: list[int]  # every token of the branch, prompt included
+    n_cached: int = 0  # tokens[:n_cached] are in the KV cache of `seq`
+    n_prompt: int = 0  # tokens[:n_prompt] are the prompt
+    n_sampled_uncached: int = 0  # how many of the uncached tokens were sampled here (not input)
+    last_sampled: bool = False  # whether the last token was sampled (it stays uncached until extended)
+    finished: bool = False  # ended with an end-of-generation token
+    kin: int | None = None  # branches with the same kin have identical tokens and cache (forked, not diverged)
+
+    def charge(self, upto: int) -> int:
+        """Input tokens among tokens[n_cached:upto], about to be evaluated; sampled ones were counted when
+        sampled. Only the last token can stay behind (`_settle`), so `last_sampled` settles the rest."""
+        n = upto - self.n_cached
+        left_behind_sampled = int(upto < len(self.tokens) and self.last_sampled)
+        sampled = self.n_sampled_uncached - left_behind_sampled
+        self.n_sampled_uncached = left_behind_sampled
+        return n - sampled
+
+
+class _Context:
+    """One llama_context plus its batch, sized for a piece of work."""
+
+    def __init__(self, engine: LlamaEngine, n_ctx: int, n_seq: int):
+        lc = engine.lc
+        self.engine = engine
+        params = lc.llama_context_default_params()
+        self.n_ctx = int(-(-max(n_ctx, 64) // 256) * 256)
+        self.n_batch = min(N_BATCH, self.n_ctx)
+        params.n_ctx = self.n_ctx
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_seq_max = max(1, min(MAX_SEQ, n_seq))
+        params.kv_unified = True
+        params.n_threads = engine.n_threads
+        params.n_threads_batch = engine.n_threads
+        params.no_perf = True
+        self.n_seq = params.n_seq_max
+        self.ctx = lc.llama_init_from_model(engine.llm.model, params)
+        if not self.ctx:
+            raise TTCRuntimeError(
+                f"llama.cpp could not create a context of {self.n_ctx} tokens for {self.n_seq} sequences "
+                "(out of memory?); lower --budget"
+            )
+        self.mem = lc.llama_get_memory(self.ctx)
+        self.batch = lc.llama_batch_init(self.n_batch, 0, self.n_seq)
+        self.n_vocab = engine.n_vocab
+
+    def close(self) -> None:
+        if self.ctx:
+            lc = self.engine.lc
+            lc.llama_batch_free(self.batch)
+            lc.llama_free(self.ctx)
+            self.ctx = None
+
+    def clear(self) -> None:
+        self.engine.lc.llama_memory_clear(self.mem, True)
+
+    def decode(self, items: list[tuple[Branch, int, set[int] | None]], on_logits: Callable[[Branch, int, int], None]):
+        """Evaluate, for each (branch, upto, want), tokens[n_cached:upto] of the branch. `want` holds
+        token indices whose logits are needed (None: the last one); `on_logits(branch, index, row)` is
+        called right after the decode that produced each, while its row is readable."""
+        lc, eng = self.engine.lc, self.engine
+        # Kin branches with the same uncached tokens are evaluated once, the token carrying all their
+        # sequence ids (a unified KV cell may belong to many sequences), and share the logits row.
+        groups: dict[tuple, tuple[list[Branch], int, set[int]]] = {}
+        for br, upto, want in items:
+            want = {upto - 1} if want is None else want
+            key = (br.kin, br.n_cached, upto, tuple(br.tokens[br.n_cached : upto]), frozenset(want))
+            if br.kin is None:
+                key = (id(br),)
+            if key in groups:
+                groups[key][0].append(br)
+            else:
+                groups[key] = ([br], upto, want)
+        queue = []
+        for members, upto, want in groups.values():
+            first = members[0]
+            eng.usage.prompt_tokens += first.charge(upto)
+            for m in members[1:]:
+                m.charge(upto)
+            for i in range(first.n_cached, upto):
+                queue.append((members, i, i in want))
+        b = self.batch
+        for start in range(0, len(queue), self.n_batch):
+            chunk = queue[start : start + self.n_batch]
+            for row, (members, i, logits) in enumerate(chunk):
+                b.token[row] = members[0].tokens[i]
+                b.pos[row] = i
+                b.n_seq_id[row] = len(members)
+                for j, m in enumerate(members):
+                    b.seq_id[row][j] = m.seq
+                b.logits[row] = 1 if logits else 0
+            b.n_tokens = len(chunk)
+            rc = lc.llama_decode(self.ctx, b)
+            eng.usage.decode_calls += 1
+            if rc != 0:
+                raise TTCRuntimeError(
+                    f"llama_decode failed (code {rc}): the KV cache of {self.n_ctx} tokens is full"
+                    if rc == 1
+                    else f"llama_decode failed (code {rc})"
+                )
+            for row, (members, i, logits) in enumerate(chunk):
+                for m in members:
+                    m.n_cached = i + 1
+                    if logits:
+                        on_logits(m, i, row)
+
+    def logits_row(self, row: int) -> np.ndarray:
+        ptr = self.engine.lc.llama_get_logits_ith(self.ctx, row)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+
+def _log_softmax_at(logits: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = x.max()
+    lse = m + np.log(np.exp(x - m).sum())
+    return x[token_ids] - lse
+
+
+class LlamaBranches(BranchSet):
+    """Branches of one prompt in one llama.cpp context (see the module docstring)."""
+
+    def __init__(
+        self, engine: LlamaEngine, ctx: _Context, prompt_tokens: list[int], owns_context: bool, scoring: bool = False
+    ):
+        self.engine, self.ctx, self.owns_context = engine, ctx, owns_context
+        self.scoring = scoring  # only `feed` will follow: nothing needs to stay pending
+        self.free = list(range(ctx.n_seq - 1, 0, -1))  # seq 0 is the root's
+        self.live: dict[int, Branch] = {0: Branch(seq=0, tokens=list(prompt_tokens), n_prompt=len(prompt_tokens))}
+        self.next_id = 1
+        self.next_kin = 1
+
+    # bookkeeping ------------------------------------------------------------------------------------------
+    def _settle(self, br: Branch) -> None:
+        """Evaluate a branch's tokens so that forks share that cache: all but the last when it will be
+        extended (sampling needs the last token's logits), all of them in a scoring-only set."""
+        upto = len(br.tokens) - (0 if self.scoring else 1)
+        if br.n_cached < upto:
+            self.ctx.decode([(br, upto, set())], lambda *a: None)
+
+    def fork(self, branch: int, k: int = 1) -> list[int]:
+        parent = self.live[branch]
+        if k > len(self.free):
+            raise TTCRuntimeError(f"no free sequence for {k} more branches ({self.ctx.n_seq} in this context)")
+        with self.engine.timed():
+            self._settle(parent)
+        if parent.kin is None:
+            parent.kin = self.next_kin
+            self.next_kin += 1
+        ids = []
+        for _ in range(k):
+            seq = self.free.pop()
+            self.engine.lc.llama_memory_seq_rm(self.ctx.mem, seq, -1, -1)
+            if parent.n_cached:
+                self.engine.lc.llama_memory_seq_cp(self.ctx.mem, parent.seq, seq, -1, -1)
+            child = Branch(
+                seq=seq, tokens=list(parent.tokens), n_cached=parent.n_cached, n_prompt=parent.n_prompt,
+                n_sampled_uncached=parent.n_sampled_uncached, last_sampled=parent.last_sampled,
+                finished=parent.finished, kin=parent.kin,
+            )  # fmt: skip
+            self.live[self.next_id] = child
+            ids.append(self.next_id)
+            self.next_id += 1
+        return ids
+
+    def drop(self, branches: Sequence[int]) -> None:
+        for b in branches:
+            br = self.live.pop(b)
+            self.engine.lc.llama_memory_seq_rm(self.ctx.mem, br.seq, -1, -1)
+            self.free.append(br.seq)
+
+    def text(self, branch: int) -> str:
+        br = self.live[branch]
+        return self.engine.detokenize(br.tokens[br.n_prompt :])
+
+    def tokens(self, branch: int) -> list[int]:
+        return list(self.live[branch].tokens)
+
+    def is_finished(self, branch: int) -> bool:
+        return self.live[branch].finished
+
+    def close(self) -> None:
+        if self.owns_context:
+            self.ctx.close()
+
+    # work -------------------------------------------------------------------------------------------------
+    def extend(self, branches: Sequence[int], params: SamplingParams) -> list[Completion]:
+        with self.engine.timed():
+            return self.run(list(branches), params, first_index=0)
+
+    def run(self, ids: list[int], params: SamplingParams, first_index: int = 0) -> list[Completion]:
+        """Sample continuations of branches `ids` until each hits a stop string, EOG or max_tokens. The
+        continuation of ids[j] samples with seed (params.seed, first_index + j)."""
+        eng, lc = self.engine, self.engine.lc
+        stops = [s.encode("utf-8") for s in params.stop if s]
+        state = {}
+        for j, b in enumerate(ids):
+            br = self.live[b]
+            if br.finished:
+                raise TTCRuntimeError(f"branch {b} has already finished; it cannot be extended")
+            state[b] = _Gen(
+                br,
+                _make_chain(lc, params, _seed(params.seed, first_index + j), eng.eog_tokens(), eng.n_vocab),
+                len(br.tokens),
+            )
+        active = list(ids)
+        try:
+            while active:
+                # Sample inside the callback: a later chunk of the same step would overwrite the logits.
+                drawn = self._draw(state, active)
+                still = []
+                for b in active:
+                    st = state[b]
+                    tok = drawn[b]
+                    eng.usage.generated_tokens += 1
+                    st.n_generated += 1
+                    if eng.is_eog(tok):
+                        st.finish("eos")
+                        st.br.finished = True
+                        continue
+                    st.br.tokens.append(tok)
+                    st.br.kin = None
+                    st.br.n_sampled_uncached += 1
+                    st.br.last_sampled = True
+                    st.ends.append(len(st.buf) + len(eng.piece(tok)))
+                    st.buf += eng.piece(tok)
+                    hit = _find_stop(st.buf, stops, st.ends[-2] if len(st.ends) > 1 else 0)
+                    if hit is not None:
+                        st.cut_at_stop(hit, params.include_stop, eng)
+                    elif st.n_generated >= params.max_tokens:
+                        st.finish("length")
+                    else:
+                        still.append(b)
+                active = still
+        finally:
+            for st in state.values():
+                lc.llama_sampler_free(st.chain)
+        return [state[b].completion(eng) for b in ids]
+
+    def _draw(self, state: dict[int, _Gen], active: list[int]) -> dict[int, int]:
+        """Decode the uncached tokens of the active branches and sample one token for each."""
+        lc, ctx = self.engine.lc, self.ctx
+        by_seq = {state[b].br.seq: b for b in active}
+        drawn: dict[int, int] = {}
+
+        def take(br: Branch, i: int, row: int) -> None:
+            b = by_seq[br.seq]
+            drawn[b] = lc.llama_sampler_sample(state[b].chain, ctx.ctx, row)
+
+        for b in active:  # a fully cached branch (after `feed`) re-evaluates its last token for logits
+            br = state[b].br
+            if br.n_cached == len(br.tokens):
+                br.kin = None
+                self.engine.lc.llama_memory_seq_rm(ctx.mem, br.seq, br.n_cached - 1, -1)
+                br.n_cached -= 1
+                br.last_sampled = False
+        ctx.decode([(state[b].br, len(state[b].br.tokens), None) for b in active], take)
+        return drawn
+
+    def feed(self, branches, texts, positions, token_ids) -> list[np.ndarray]:
+        with self.engine.timed():
+            return self._feed(branches, texts, positions, token_ids)
+
+    def _feed(self, branches, texts, positions, token_ids) -> list[np.ndarray]:
+        eng = self.engine
+        tok_ids = np.asarray(list(token_ids), dtype=np.int64)
+        results: dict[int, np.ndarray] = {}
+        items, where = [], {}
+        for b, text, pos in zip(branches, texts, positions):
+            br = self.live[b]
+            new = text if isinstance(text, list) else eng.tokenize(text, add_bos=False, special=False)
+            start = len(br.tokens)
+            br.tokens.extend(new)
+            if new:
+                br.last_sampled = False
+                br.kin = None
+            absolute = []
+            for p in pos:
+                q = p + len(new) if p < 0 else p
+                if not 0 <= q < len(new):
+                    raise ValueError(f"position {p} is outside a text of {len(new)} tokens")
+                absolute.append(start + q)
+            where[br.seq] = (b, {a: k for k, a in enumerate(absolute)})
+            results[b] = np.zeros((len(absolute), len(tok_ids)), dtype=np.float64)
+            # Leave the last token pending unless its logits are wanted, so `extend` can follow cheaply.
+            upto = len(br.tokens) if self.scoring else max([len(br.tokens) - 1, *(a + 1 for a in absolute)])
+            items.append((br, upto, set(absolute)))
+
+        def take(br: Branch, i: int, row: int) -> None:
+            b, index = where[br.seq]
+            results[b][index[i]] = _log_softmax_at(self.ctx.logits_row(row), tok_ids)
+
+        self.ctx.decode(items, take)
+        return [results[b] for b in branches]
+
+
+def _seed(seed: int, index: int) -> int:
+    s = (int(seed) * 1_000_003 + int(index) * 7_919 + 12_345) & 0xFFFFFFFF
+    return s if s != 0xFFFFFFFF else 0  # 0xFFFFFFFF means "random" to llama.cpp
+
+
+def _make_chain(lc, params: SamplingParams, seed: int, eog: list[int], n_vocab: int):
+    chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+    if params.ignore_eos and eog:
+        bias = (lc.llama_logit_bias * len(eog))()
+        for i, t in enumerate(eog):
+            bias[i].token, bias[i].bias = t, float("-inf")
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_logit_bias(n_vocab, len(eog), bias))
+    if params.temperature <= 0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+        return chain
+    if params.top_k and params.top_k > 0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(int(params.top_k)))
+    if params.top_p < 1.0:
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(float(params.top_p), 1))
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(float(params.temperature)))
+    lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
+    return chain
+
+
+def _find_stop(buf: bytes, stops: list[bytes], from_byte: int) -> tuple[int, bytes] | None:
+    """Earliest stop string in buf that ends after `from_byte` (the start of the newest piece)."""
+    best = None
+    for s in stops:
+        i = buf.find(s, max(0, from_byte - len(s) + 1))
+        if i >= 0 and (best is None or i < best[0]):
+            best = (i, s)
+    return best
+
+
+class _Gen:
+    """The state of one continuation in `LlamaBranches.run`."""
+
+    def __init__(self, br: Branch, chain, start: int):
+        self.br, self.chain, self.start = br, chain, start
+        self.prev_last_sampled = br.last_sampled
+        self.buf = b""
+        self.ends: list[int] = []  # byte offset in buf where each new token ends
+        self.n_generated = 0
+        self.reason: str | None = None
+        self.stop: str | None = None
+        self.text_bytes: bytes | None = None
+
+    def finish(self, reason: str) -> None:
+        self.reason = reason
+
+    def cut_at_stop(self, hit: tuple[int, bytes], include_stop: bool, eng: LlamaEngine) -> None:
+        """Cut the continuation exactly at the stop string; tokens past the cut leave the branch."""
+        at, s = hit
+        end = at + len(s) if include_stop else at
+        self.reason, self.stop = "stop", s.decode("utf-8")
+        self.text_bytes = self.buf[:end]
+        # Keep whole tokens that end at or before `end`; re-tokenize the partial piece, if any.
+        keep = 0
+        while keep < len(self.ends) and self.ends[keep] <= end:
+            keep += 1
+        whole_end = self.ends[keep - 1] if keep else 0
+        del self.br.tokens[self.start + keep :]
+        self.br.n_sampled_uncached -= len(self.ends) - keep
+        frag = self.buf[whole_end:end]
+        if frag:
+            self.br.tokens.extend(eng.tokenize(frag.decode("utf-8", errors="replace"), add_bos=False, special=False))
+            self.br.last_sampled = False
+        elif keep == 0:
+            self.br.last_sampled = self.prev_last_sampled
+
+    def completion(self, eng: LlamaEngine) -> Completion:
+        data = self.text_bytes if self.text_bytes is not None else self.buf
+        toks = self.br.tokens[self.start :]
+        return Completion(
+            text=data.decode("utf-8", errors="replace"),
+            tokens=list(toks),
+            finish_reason=self.reason or "length",
+            stop=self.stop,
+            n_generated=self.n_generated,
+        )
