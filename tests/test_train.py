@@ -98,12 +98,45 @@ def test_policy_example_learns_only_the_solution():
 
 def test_revision_example_weighs_the_line_where_the_attempt_went_wrong():
     attempt = "37+48=85\n85-19=76\n76+5=81\n\\boxed{81}"  # wrong from its second line on
-    ids, targets, weights = revision_example("37+48-19+5", [attempt], deviation_weight=3.0)
+    ids, targets, weights, negatives = revision_example("37+48-19+5", [attempt], deviation_weight=3.0)
     heavy = [t for t, w in zip(targets, weights) if w > 1]
     assert VOCAB.decode(heavy) == "85-19=66\n"
     assert all(w == 1.0 for t, w in zip(targets, weights) if t == IGNORE)
+    # the one negative target: where the right line says "6", the attempt said "7"
+    marked = [(i, n) for i, n in enumerate(negatives) if n != IGNORE]
+    assert len(marked) == 1
+    i, neg = marked[0]
+    assert (chr(targets[i]), chr(neg)) == ("6", "7") and VOCAB.decode(ids[: i + 1]).endswith("85-19=")
     ids2, targets2 = policy_example("37+48-19+5", attempts=[attempt])
     assert (ids2, targets2) == (ids, targets)
+
+
+def test_revision_negatives_name_each_attempts_first_wrong_character():
+    attempts = ["37+48=85\n85-17=68\n68+5=73\n\\boxed{73}", "37+48=84\n84-19=65\n65+5=70\n\\boxed{70}",
+                "37+48=85\n85-19=66\n66+5=71"]  # fmt: skip
+    ids, targets, _, negatives = revision_example("37+48-19+5", attempts)
+    got = [(VOCAB.decode(ids[: i + 1]), chr(targets[i]), chr(n)) for i, n in enumerate(negatives) if n >= 0]
+    # the wrong operand 17 (for 19), the wrong digit 4 (for 5); the third attempt only lacks its answer line
+    assert [(t, n) for _, t, n in got] == [("5", "4"), ("9", "7")]
+    assert got[0][0].endswith("Solution:\n37+48=8") and got[1][0].endswith("Solution:\n37+48=85\n85-1")
+
+
+def test_unlikelihood_lowers_the_probability_of_the_negative_token():
+    seed_everything(0)
+    model = Llama(TINY)
+    opt = make_optimizer(model, 3e-3, 0.0)
+    ex = revision_example("37+48-19+5", ["37+48=85\n85-19=76\n76+5=81\n\\boxed{81}"])
+    ids, targets, weights, negatives = collate([ex])
+    pos = (negatives[0] >= 0).nonzero().item()
+
+    def p_neg():
+        with torch.no_grad():
+            return model(ids)[0, pos].softmax(-1)[negatives[0, pos]].item()
+
+    before = p_neg()
+    for _ in range(5):
+        train_step(model, model, opt, ids, torch.full_like(targets, IGNORE), 3e-3, None, negatives, 1.0)
+    assert p_neg() < before / 2
 
 
 def test_prm_example_labels_sit_on_the_tags():

@@ -55,6 +55,16 @@ def _config(cls, args, prefix: str, seed: int):
     return cls(**kw)
 
 
+def _selected_checkpoint(out: Path) -> str | None:
+    import json
+
+    try:
+        path = json.loads((out / "policy-train.json").read_text())["selected"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return path if Path(path).exists() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     from .policy import PolicyConfig
     from .prm import PRMConfig
@@ -64,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("what", choices=["policy", "prm", "all", "report"])
     ap.add_argument("--out", type=Path, required=True, help="folder for checkpoints, GGUFs and reports")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=2, help="seed (default 2: the shipped pair)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--policy", type=Path, default=None, help="policy GGUF for prm/report")
     ap.add_argument("--prm", type=Path, default=None, help="PRM GGUF for report")
@@ -100,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("prm", "all"):
         cfg = _config(PRMConfig, args, "prm_", args.seed)
         init_path = cfg.init
-        if init_path == "auto":
-            init_path = str(out / "policy-last.pt") if (out / "policy-last.pt").exists() else str(policy_path)
+        if init_path == "auto":  # the selected policy checkpoint of this folder's run, else the policy GGUF
+            init_path = _selected_checkpoint(out) or str(policy_path)
         _log(f"prm: samples from {policy_path}, warm start from {init_path}")
         init = None
         if init_path != "scratch":

@@ -61,17 +61,37 @@ def maybe_compile(model: Llama, enabled: bool):
     return torch.compile(model, dynamic=True)
 
 
-def train_step(fwd, model: Llama, opt, ids, targets, lr: float, weights=None, clip: float = 1.0) -> float:
-    """One AdamW step on the mean (optionally weighted) cross-entropy of the learned targets."""
+def train_step(
+    fwd,
+    model: Llama,
+    opt,
+    ids,
+    targets,
+    lr: float,
+    weights=None,
+    negatives=None,
+    ul_weight: float = 1.0,
+    clip: float = 1.0,
+) -> float:
+    """One AdamW step on the mean (optionally weighted) cross-entropy of the learned targets, plus
+    `ul_weight` x the unlikelihood -log(1 - p(negative)) at positions with a negative target."""
     model.train()
     for g in opt.param_groups:
         g["lr"] = lr
     logits = fwd(ids)
     flat = targets.reshape(-1)
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat, ignore_index=IGNORE, reduction="none")
+    flat_logits = logits.reshape(-1, logits.shape[-1])
+    ce = F.cross_entropy(flat_logits, flat, ignore_index=IGNORE, reduction="none")
     if weights is not None:
         ce = ce * weights.reshape(-1)
-    loss = ce.sum() / (flat != IGNORE).sum().clamp(min=1)
+    total = ce.sum()
+    if negatives is not None and ul_weight > 0:
+        neg = negatives.reshape(-1)
+        rows = (neg != IGNORE).nonzero().squeeze(1)
+        if rows.numel():
+            p_neg = flat_logits[rows].float().softmax(-1).gather(1, neg[rows, None]).squeeze(1)
+            total = total + ul_weight * -torch.log1p(-p_neg.clamp(max=1 - 1e-6)).sum()
+    loss = total / (flat != IGNORE).sum().clamp(min=1)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

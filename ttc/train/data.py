@@ -52,25 +52,43 @@ def policy_example(problem: str, attempts: list[str] | None = None, prompt_probl
 
 
 def revision_example(problem: str, attempts: list[str], deviation_weight: float = 3.0):
-    """`policy_example` with earlier attempts, plus per-target loss weights: the solution line where each
-    attempt first goes wrong weighs `deviation_weight` (that is where a revision must not copy)."""
+    """`policy_example` with earlier attempts, plus per-target loss weights and negative targets.
+
+    The solution line where an attempt first goes wrong weighs `deviation_weight` (that is where a
+    revision must not copy), and the character where that line first differs from the right one gets the
+    attempt's character as a negative target (an unlikelihood term in `train_step`): the revision is taught
+    not to repeat the very token the attempt went wrong with. Returns (ids, targets, weights, negatives),
+    negatives being IGNORE everywhere else.
+    """
     ids, targets = policy_example(problem, attempts)
     steps = solution_steps(problem)
+    weights = [1.0] * len(targets)
+    negatives = [IGNORE] * len(targets)
+    first = targets.index(next(t for t in targets if t != IGNORE))  # index of the first learned target
+    starts = [0]
+    for s in steps[:-1]:
+        starts.append(starts[-1] + len(s) + len(STEP_DELIMITER))
     marked = set()
     for a in attempts:
         lines = split_steps(a, STEP_DELIMITER)
         j = next((i for i, s in enumerate(steps) if i >= len(lines) or lines[i].strip() != s), None)
-        if j is not None:
-            marked.add(j)
-    weights = [1.0] * len(targets)
-    first = targets.index(next(t for t in targets if t != IGNORE))  # index of the first learned target
-    offset = 0
-    for j, s in enumerate(steps):
-        if j in marked:
-            for k in range(offset, offset + len(s) + 1):  # the line and its delimiter (or EOS)
-                weights[first + k] = deviation_weight
-        offset += len(s) + len(STEP_DELIMITER)
-    return ids, targets, weights
+        if j is None:
+            continue
+        marked.add(j)
+        if j >= len(lines) or not lines[j].isascii():
+            continue
+        line, right = lines[j].strip(), steps[j]
+        k = next((i for i in range(min(len(line), len(right))) if line[i] != right[i]), min(len(line), len(right)))
+        if k == len(line) == len(right):
+            continue
+        wrong_tok = ord(line[k]) if k < len(line) else ord(STEP_DELIMITER[0])
+        pos = first + starts[j] + k
+        if negatives[pos] == IGNORE and wrong_tok != targets[pos]:
+            negatives[pos] = wrong_tok
+    for j in marked:
+        for k in range(starts[j], starts[j] + len(steps[j]) + 1):  # the line and its delimiter (or EOS)
+            weights[first + k] = deviation_weight
+    return ids, targets, weights, negatives
 
 
 def prm_example(problem: str, steps: list[str], learn_steps: bool = False, learn_results: bool = False):
@@ -110,16 +128,19 @@ def prm_example(problem: str, steps: list[str], learn_steps: bool = False, learn
 
 
 def collate(examples: list[tuple], multiple: int = 16):
-    """Right-pad to a common length (a multiple of `multiple`): ids (B, T) and targets (B, T), and
-    weights (B, T) when the examples carry them as a third element."""
+    """Right-pad to a common length (a multiple of `multiple`): ids (B, T) and targets (B, T), then, when
+    the examples carry them, weights (B, T) and negative targets (B, T)."""
     T = max(len(e[0]) for e in examples)
     T = (T + multiple - 1) // multiple * multiple
     ids = torch.zeros(len(examples), T, dtype=torch.long)
     tg = torch.full((len(examples), T), IGNORE, dtype=torch.long)
-    w = torch.ones(len(examples), T) if len(examples[0]) == 3 else None
+    w = torch.ones(len(examples), T) if len(examples[0]) >= 3 else None
+    neg = torch.full((len(examples), T), IGNORE, dtype=torch.long) if len(examples[0]) >= 4 else None
     for b, e in enumerate(examples):
         ids[b, : len(e[0])] = torch.tensor(e[0])
         tg[b, : len(e[1])] = torch.tensor(e[1])
         if w is not None:
             w[b, : len(e[2])] = torch.tensor(e[2])
-    return (ids, tg) if w is None else (ids, tg, w)
+        if neg is not None:
+            neg[b, : len(e[3])] = torch.tensor(e[3])
+    return (ids, tg) + tuple(x for x in (w, neg) if x is not None)

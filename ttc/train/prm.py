@@ -41,10 +41,11 @@ from .model import Llama
 @dataclass
 class PRMConfig:
     seed: int = 0
-    init: str = "auto"  # warm start: a policy .pt/.gguf; "auto": OUT/policy-last.pt, else the policy GGUF;
+    init: str = "auto"  # warm start: a policy .pt/.gguf; "auto": the selected checkpoint named in
+    #                     OUT/policy-train.json, else the policy GGUF;
     #                     "scratch": random weights of the policy's shape
     extra_layers: int = 2  # blocks appended to the warm-started model (identity at first)
-    steps: int = 1500
+    steps: int = 2000
     batch: int = 48
     lr: float = 1e-3
     warmup: int = 100
