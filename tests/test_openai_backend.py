@@ -314,6 +314,62 @@ def test_a_killed_server_gives_retries_then_one_clean_error_and_a_bench_resumes(
         server.stop()
 
 
+# -- the built-in pair through the server -----------------------------------------------------------------------
+BUILTIN = REPO / "ttc" / "models"
+EASY = ["12+7", "37+48-19", "90-45", "8+8+8", "51-2+30"]
+
+
+@pytest.fixture(scope="module")
+def builtin_servers():
+    """The shipped policy and PRM, each on its own llama_cpp.server."""
+    a = Server(BUILTIN / "tiny-arith-policy.gguf").start()
+    try:
+        b = Server(BUILTIN / "tiny-arith-prm.gguf").start()
+    except BaseException:
+        a.stop()
+        raise
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def builtin_preset(tmp_path: Path, policy_url: str, prm_url: str) -> Path:
+    """presets/tiny-arith.yaml with a backend section pointing at the two servers."""
+    text = (REPO / "presets" / "tiny-arith.yaml").read_text()
+    text += f'backend: {{kind: openai, base_url: "{policy_url}", prm_base_url: "{prm_url}", concurrency: 4}}\n'
+    path = tmp_path / "tiny-arith-served.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_builtin_greedy_through_the_server_agrees_with_in_process(tmp_path, builtin_servers):
+    path = builtin_preset(tmp_path, builtin_servers[0].url, builtin_servers[1].url)
+    stdin = "".join(p + "\n" for p in EASY).encode()
+    there = run_ttc("solve", "-", "-s", "greedy", "-p", str(path), "--json", stdin=stdin)
+    here = run_ttc("solve", "-", "-s", "greedy", "-p", "tiny-arith", "--json", "--threads", "1", stdin=stdin)
+    assert there.returncode == 0 and here.returncode == 0, there.stderr.decode() + here.stderr.decode()
+    a = [json.loads(x) for x in there.stdout.decode().splitlines()]
+    b = [json.loads(x) for x in here.stdout.decode().splitlines()]
+    assert [r["answer"] for r in a] == [r["answer"] for r in b] and len(a) == len(EASY)
+    assert [r["candidates"][0]["text"] for r in a] == [r["candidates"][0]["text"] for r in b]
+
+
+@pytest.mark.parametrize("name", ["weighted-best-of-n", "beam"])
+def test_builtin_pair_strategies_through_the_servers_solve_easy_problems(tmp_path, builtin_servers, name):
+    path = builtin_preset(tmp_path, builtin_servers[0].url, builtin_servers[1].url)
+    stdin = "".join(p + "\n" for p in EASY[:3]).encode()
+    r = run_ttc("solve", "-", "-s", name, "-b", "8", "-p", str(path), "--json", "--seed", "3", stdin=stdin)
+    assert r.returncode == 0, r.stderr.decode()
+    recs = [json.loads(x) for x in r.stdout.decode().splitlines()]
+    from ttc.arith import evaluate
+
+    right = sum(str(evaluate(p)) == rec["answer"] for p, rec in zip(EASY, recs))
+    assert right >= 2, [rec["answer"] for rec in recs]  # the pair solves these in-process at budget 8
+    for rec in recs:
+        assert rec["spent"]["generations"] <= 8 * 1.5 and rec["spent"]["prm_tokens"] > 0
+        assert all(c["scores"] for c in rec["candidates"])
+
+
 # -- the dialects of other servers, on a fake server -------------------------------------------------------------
 class Fake:
     """A threaded HTTP server whose answers come from `handler(path, body) -> (status, json, headers)`."""
