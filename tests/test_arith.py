@@ -216,3 +216,13 @@ def test_random_problem_strings_roundtrip():
         first = rng.randint(1, 99)
         rest = [(rng.choice("+-"), rng.randint(1, 99)) for _ in range(rng.randint(1, 8))]
         assert parse_problem(build(first, rest)) == (first, rest)
+
+
+def test_a_dataset_made_to_exclude_the_shipped_500_shares_none_of_them(tmp_path):
+    from ttc.arith.__main__ import main
+
+    assert main(["--n", "300", "--seed", "11", "--out", str(tmp_path / "cal.jsonl")]) == 0
+    records = read_dataset(tmp_path / "cal.jsonl")
+    assert len(records) == 300 and records[0]["id"] == "arith-s11-000"
+    assert not {canonical(r["problem"]) for r in records} & heldout_problems()
+    assert sorted({r["ops"] for r in records}) == list(range(1, 9))

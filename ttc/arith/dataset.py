@@ -19,29 +19,38 @@ SAMPLE_SEED = 20240806  # seed of the shipped sample (the day Snell et al. appea
 SAMPLE_SIZE = 500
 
 
-def sample_dataset_records(n: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED) -> list[dict]:
-    """`n` distinct problems, operator counts balanced over 1..8 in a seeded shuffled order."""
+def sample_dataset_records(
+    n: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED, exclude: set[str] | None = None, prefix: str = "arith"
+) -> list[dict]:
+    """`n` distinct problems, operator counts balanced over 1..8 in a seeded shuffled order; none of the
+    canonical problems in `exclude`."""
     rng = random.Random(seed)
     span = MAX_OPS - MIN_OPS + 1
     ops = [MIN_OPS + i % span for i in range(n)]
     rng.shuffle(ops)
-    seen: set[str] = set()
+    seen: set[str] = set(exclude or ())
     records = []
     for k in ops:
         p = random_problem(rng, k)
         while p in seen:
             p = random_problem(rng, k)
         seen.add(p)
-        records.append({"id": f"arith-{len(records):03d}", "problem": p, "answer": evaluate(p), "ops": k})
+        records.append({"id": f"{prefix}-{len(records):03d}", "problem": p, "answer": evaluate(p), "ops": k})
     return records
 
 
-def write_sample_dataset(path: str | Path = HELDOUT_PATH, n: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED) -> Path:
+def write_sample_dataset(
+    path: str | Path = HELDOUT_PATH,
+    n: int = SAMPLE_SIZE,
+    seed: int = SAMPLE_SEED,
+    exclude: set[str] | None = None,
+    prefix: str = "arith",
+) -> Path:
     """Write the sample dataset as JSONL (the shipped file is this with the defaults)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
-        for r in sample_dataset_records(n, seed):
+        for r in sample_dataset_records(n, seed, exclude, prefix):
             f.write(json.dumps(r) + "\n")
     return path
 
