@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..arith import check_steps, iter_problems, solution_steps, split_steps
+from ..arith import answer_step, check_steps, iter_problems, parse_problem, solution_steps, split_steps
 from .common import (
     Clock,
     excluded_problems,
@@ -34,7 +34,7 @@ from .common import (
 )
 from .data import collate, prm_example
 from .evaluate import solve
-from .formats import BAD_ID, GOOD_ID, prm_tokens
+from .formats import BAD_ID, GOOD_ID, TAG_ID, prm_tokens
 from .model import Llama
 
 
@@ -55,6 +55,8 @@ class PRMConfig:
     samples_per_problem: int = 4  # of which one in four at temperature 1.0, the rest at 0.8
     correct_frac: float = 0.3  # share of batches that are correct solutions with the steps learned
     learn_results: bool = True  # on policy samples also learn each step's true result digits
+    tag_weight: float = 1.0  # loss weight of the "+"/"-" targets at the step tags (the rest weigh 1)
+    corrupt_frac: float = 0.0  # share of batches that are correct solutions with one step corrupted
     val_per_ops: int = 40  # validation problems per operator count (x4 samples) for AUROC
     eval_every: int = 250
     compile: bool = True
@@ -139,6 +141,32 @@ def evaluate_prm(model, samples: list[tuple[str, list[str]]]) -> dict:
     return {"step_auroc": auroc(flat_s, flat_l), "steps": len(flat_l), "bad_steps": flat_l.count(False)}
 
 
+def corrupted_steps(problem: str, rng: random.Random) -> list[str]:
+    """The correct steps with one mistake of the kinds the policy makes (a result off by 10 most often, off
+    by 1 to 9, a wrong operand, or a wrong answer line), the steps after it carrying the wrong total on
+    correctly, as the policy's own wrong solutions do. Teaches the PRM to compare what a step says with
+    what it computes, on cheap, unlimited examples."""
+    first, rest = parse_problem(problem)
+    j = rng.randrange(len(rest) + 1)
+    steps, total = [], first
+    for i, (op, n) in enumerate(rest):
+        shown = n
+        value = total + n if op == "+" else total - n
+        if i == j:
+            kind = rng.random()
+            if kind < 0.15:
+                shown = max(1, min(99, n + rng.choice((-10, -2, -1, 1, 2, 10))))
+                value = total + shown if op == "+" else total - shown
+            elif kind < 0.65:
+                value += rng.choice((-10, 10))
+            else:
+                value += rng.choice((-1, 1)) * rng.randint(1, 9)
+        steps.append(f"{total}{op}{shown}={value}")
+        total = value
+    steps.append(answer_step(total + (rng.choice((-10, -1, 1, 10)) if j == len(rest) else 0)))
+    return steps
+
+
 def _batches(cfg: PRMConfig, samples, stream, rng: random.Random):
     """Endless batches: policy samples (labels at tags) or correct solutions (steps learned too)."""
     while True:
@@ -146,6 +174,10 @@ def _batches(cfg: PRMConfig, samples, stream, rng: random.Random):
             probs = [next(stream) for _ in range(cfg.batch)]
             exs = [prm_example(p, solution_steps(p), learn_steps=True) for p in probs]
             yield collate(exs)
+            continue
+        if rng.random() < cfg.corrupt_frac / max(1e-9, 1 - cfg.correct_frac):
+            probs = [next(stream) for _ in range(cfg.batch)]
+            yield collate([prm_example(p, corrupted_steps(p, rng), learn_results=cfg.learn_results) for p in probs])
             continue
         picks = [samples[rng.randrange(len(samples))] for _ in range(cfg.batch)]
         yield collate([prm_example(p, s, learn_results=cfg.learn_results) for p, s in picks])
@@ -182,7 +214,10 @@ def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=
         ids, targets = next(batches)
         tokens += ids.numel()
         lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_frac)
-        loss = train_step(fwd, model, opt, ids, targets, lr)
+        weights = None
+        if cfg.tag_weight != 1.0:
+            weights = torch.where(ids == TAG_ID, cfg.tag_weight, 1.0)
+        loss = train_step(fwd, model, opt, ids, targets, lr, weights)
         if step % 50 == 0:
             log(f"  step {step} loss {loss:.4f} lr {lr:.2e} {tokens / max(clock(), 1e-9):.0f} tok/s [{clock():.0f}s]")
         if (step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1:
