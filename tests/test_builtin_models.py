@@ -95,8 +95,8 @@ def _last_tag_score(llm, problem: str, steps: list[str]) -> float:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="the shipped PRM is an interim checkpoint (step 250, step AUROC 0.88); issue 3 stays open until "
-    "the trained pair meets its targets",
+    reason="issue 3 is open: the shipped PRM (step AUROC 0.85) does not yet check a step's arithmetic; it scores "
+    "50+6=55 like 50+6=56",
 )
 def test_prm_prefers_the_correct_solution(prm):
     right = _last_tag_score(prm, "37+48-19", ["37+48=85", "85-19=66", "\\boxed{66}"])
