@@ -222,9 +222,16 @@ def lookahead(ctx: SolveContext) -> Result:
     k = int(ctx.options.get("lookahead", 2))
     if k < 1:
         raise UsageError(f"lookahead k must be at least 1, got {k}")
-    # The rollouts cost about k extra steps per kept beam; the paper counts them in the budget, so the
-    # number of beams is cut to leave room for them.
-    kept = max(1, (n // width) // (k + 1))
+    # Every live beam is rolled out k more steps each round, so a round costs live x (k + 1) steps; the paper
+    # counts the rollouts in the budget, so the number of beams is cut to leave room for them, and where not
+    # even one kept beam of this width fits, the width shrinks (said on stderr).
+    if n < k + 1:
+        raise UsageError(f"--budget {n} is below what lookahead k={k} needs ({k + 1}: each beam is rolled out k steps)")
+    kept = (n // width) // (k + 1)
+    if kept == 0:
+        narrower = n // (k + 1)
+        ctx.warn(f"lookahead k={k} with width {width} needs budget {width * (k + 1)}; using width {narrower}")
+        width, kept = narrower, 1
     return tree_search(ctx, "lookahead", groups=1, keep_per_group=kept, width=width, lookahead=k)
 
 
