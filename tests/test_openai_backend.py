@@ -489,6 +489,32 @@ def test_llama_server_dialect_native_stop_type_and_id_keyed_log_probs():
         fake.close()
 
 
+def test_n_whose_usage_counts_one_choice_is_not_used():
+    """Newer llama-server builds answer n, but their usage counts one choice's tokens (seen with the llama.cpp
+    vendored in llama-cpp-python 0.3.36): ttc then sends one request per sample, whose counts are right."""
+
+    def handler(path, body):
+        if path == "/v1/models":
+            return models_card("llamacpp", meta={"n_params": 10, "n_ctx_train": 512})
+        if path == "/props":
+            return 200, {}, None
+        n = int(body.get("n", 1))
+        choices = [{"index": i, "text": "ab", "finish_reason": "length"} for i in range(n)]
+        return 200, {"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 2}}, None
+
+    fake = Fake(handler)
+    try:
+        eng = OpenAIEngine(fake.url)
+        out = eng.sample("p", 4, SamplingParams(max_tokens=2, temperature=0.8))
+        assert not eng._uses_n() and len(out) == 4
+        assert eng.usage.generated_tokens == 8 and eng.usage.decode_calls == 4
+        probe = [b for p, b in fake.calls if b.get("n") == 2]
+        assert len(probe) == 1 and probe[0]["ignore_eos"] is True and probe[0]["max_tokens"] == 2
+        eng.close()
+    finally:
+        fake.close()
+
+
 def test_retries_honour_retry_after_then_give_one_line_naming_the_server():
     answers = iter([(429, {"error": "slow down"}, {"Retry-After": "0"}), (503, {}, None), models_card("sglang")])
 
@@ -534,9 +560,11 @@ def test_concurrent_problems_each_see_their_own_spend():
             return models_card("vllm")
         time.sleep(0.01)
         n = body.get("n", 1)
-        k = int(body["prompt"])
-        choices = [{"index": i, "text": "x", "finish_reason": "length"} for i in range(n)]
-        return 200, {"choices": choices, "usage": {"prompt_tokens": k, "completion_tokens": k * n}}, None
+        k = int(body["prompt"])  # each choice generates k tokens (fewer when max_tokens cuts it)
+        m = min(k, body["max_tokens"])
+        reason = "length" if k >= body["max_tokens"] else "stop"
+        choices = [{"index": i, "text": "x" * m, "finish_reason": reason} for i in range(n)]
+        return 200, {"choices": choices, "usage": {"prompt_tokens": k, "completion_tokens": m * n}}, None
 
     fake = Fake(handler)
     try:

@@ -236,12 +236,20 @@ class OpenAIEngine(Engine):
         """Does one request with n return n choices? Asked once (SGLang: no, by its documentation's advice)."""
         with self._probe_lock:
             if self._n_ok is None and self.kind != "sglang":
-                body = {"model": self.served, "prompt": "1", "max_tokens": 1, "n": 2, "temperature": 1.0}
-                try:  # llama-server refuses n > 1 with HTTP 500, llama-cpp-python ignores it
+                body = {"model": self.served, "prompt": "1", "max_tokens": 2, "n": 2, "temperature": 1.0}
+                if self.kind in LLAMA_CPP:
+                    body["ignore_eos"] = True
+                try:  # older llama-server refuses n > 1 with HTTP 500, llama-cpp-python ignores it
                     data = self.client.json("POST", "/completions", body, retry=False)
-                    self._n_ok = len(data.get("choices") or []) == 2
                 except ServerError:
                     self._n_ok = False
+                else:
+                    choices = data.get("choices") or []
+                    self._n_ok = len(choices) == 2
+                    # newer llama-server answers n, but its usage counts one choice's tokens: two choices that
+                    # ran to max_tokens (2 each) must add up to 4, else the counts would be wrong
+                    if self._n_ok and all(c.get("finish_reason") == "length" for c in choices):
+                        self._n_ok = usage_counts(data)[1] >= 4
         return bool(self._n_ok)
 
     def _sampling_body(self, params: SamplingParams, seed: int) -> dict:
