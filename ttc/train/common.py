@@ -48,8 +48,8 @@ def lr_at(step: int, total: int, lr: float, warmup: int, min_frac: float) -> flo
 
 
 def make_optimizer(model: Llama, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    other = [p for p in model.parameters() if p.dim() < 2]
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]
+    other = [p for p in model.parameters() if p.dim() < 2 and p.requires_grad]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-8)
 

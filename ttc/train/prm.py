@@ -57,6 +57,10 @@ class PRMConfig:
     learn_results: bool = True  # on policy samples also learn each step's true result digits
     tag_weight: float = 1.0  # loss weight of the "+"/"-" targets at the step tags (the rest weigh 1)
     corrupt_frac: float = 0.0  # share of batches that are correct solutions with one step corrupted
+    freeze_layers: int = 0  # keep the embedding and the first N blocks as initialised (a grown model's old
+    #                         blocks): the new blocks on top learn to compare what the frozen ones predict
+    #                         with what the solution says
+    learn_tokens: bool = True  # False: only the tags are learned (no step tokens, no result digits)
     val_per_ops: int = 40  # validation problems per operator count (x4 samples) for AUROC
     eval_every: int = 250
     compile: bool = True
@@ -172,15 +176,16 @@ def _batches(cfg: PRMConfig, samples, stream, rng: random.Random):
     while True:
         if rng.random() < cfg.correct_frac:
             probs = [next(stream) for _ in range(cfg.batch)]
-            exs = [prm_example(p, solution_steps(p), learn_steps=True) for p in probs]
+            exs = [prm_example(p, solution_steps(p), learn_steps=cfg.learn_tokens) for p in probs]
             yield collate(exs)
             continue
         if rng.random() < cfg.corrupt_frac / max(1e-9, 1 - cfg.correct_frac):
             probs = [next(stream) for _ in range(cfg.batch)]
-            yield collate([prm_example(p, corrupted_steps(p, rng), learn_results=cfg.learn_results) for p in probs])
+            learn = cfg.learn_results and cfg.learn_tokens
+            yield collate([prm_example(p, corrupted_steps(p, rng), learn_results=learn) for p in probs])
             continue
         picks = [samples[rng.randrange(len(samples))] for _ in range(cfg.batch)]
-        yield collate([prm_example(p, s, learn_results=cfg.learn_results) for p, s in picks])
+        yield collate([prm_example(p, s, learn_results=cfg.learn_results and cfg.learn_tokens) for p, s in picks])
 
 
 def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=print) -> dict:
@@ -204,6 +209,9 @@ def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=
         model = Llama(dataclasses.replace(policy.shape, n_layer=policy.shape.n_layer + cfg.extra_layers))
     else:
         model = grow(init, cfg.extra_layers)
+    if cfg.freeze_layers:
+        for p in [model.tok_embd.weight, *(q for b in model.blocks[: cfg.freeze_layers] for q in b.parameters())]:
+            p.requires_grad_(False)
     fwd = maybe_compile(model, cfg.compile)
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     rng = random.Random(cfg.seed)
