@@ -123,10 +123,14 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def servers(models):
-    policy, prm = models
-    a = Server(policy, api_key=KEY).start()
+    yield from server_pair(Server(models[0], api_key=KEY), Server(models[1]))
+
+
+def server_pair(a: Server, b: Server):
+    """Start two servers (the first is stopped if the second fails), yield them, stop both."""
+    a.start()
     try:
-        b = Server(prm).start()
+        b.start()
     except BaseException:
         a.stop()
         raise
@@ -326,15 +330,7 @@ EASY = ["12+7", "37+48-19", "90-45", "8+8+8", "51-2+30"]
 @pytest.fixture(scope="module")
 def builtin_servers():
     """The shipped policy and PRM, each on its own llama_cpp.server."""
-    a = Server(BUILTIN / "tiny-arith-policy.gguf").start()
-    try:
-        b = Server(BUILTIN / "tiny-arith-prm.gguf").start()
-    except BaseException:
-        a.stop()
-        raise
-    yield a, b
-    a.stop()
-    b.stop()
+    yield from server_pair(Server(BUILTIN / "tiny-arith-policy.gguf"), Server(BUILTIN / "tiny-arith-prm.gguf"))
 
 
 def builtin_preset(tmp_path: Path, policy_url: str, prm_url: str) -> Path:
