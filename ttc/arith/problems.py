@@ -54,11 +54,16 @@ def parse_problem(problem: str) -> tuple[int, list[tuple[str, int]]]:
     return numbers[0], list(zip(ops, numbers[1:]))
 
 
+def apply_op(total: int, op: str, n: int) -> int:
+    """`total op n` for op "+" or "-"."""
+    return total + n if op == "+" else total - n
+
+
 def evaluate(problem: str) -> int:
     """The integer value of the problem, computed left to right (may be negative)."""
     total, rest = parse_problem(problem)
     for op, n in rest:
-        total = total + n if op == "+" else total - n
+        total = apply_op(total, op, n)
     return total
 
 

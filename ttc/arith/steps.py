@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from .problems import parse_problem
+from .problems import apply_op, parse_problem
 
 _WS = re.compile(r"\s+")
 _OP_STEP = re.compile(r"^(-?\d+)([+-])(\d+)=(-?\d+)$")
@@ -36,7 +36,7 @@ def solution_steps(problem: str) -> list[str]:
     total, rest = parse_problem(problem)
     steps = []
     for op, n in rest:
-        new = total + n if op == "+" else total - n
+        new = apply_op(total, op, n)
         steps.append(f"{total}{op}{n}={new}")
         total = new
     steps.append(answer_step(total))
@@ -74,11 +74,11 @@ def check_steps(problem: str, steps: list[str], cumulative: bool = False) -> lis
         left = carried if carried is not None else true_total
         if i < len(rest):
             op, n = rest[i]
-            value = left + n if op == "+" else left - n
+            value = apply_op(left, op, n)
             flags.append(step == f"{left}{op}{n}={value}")
             m = _OP_STEP.match(step)
             carried = int(m.group(4)) if m else None
-            true_total = true_total + n if op == "+" else true_total - n
+            true_total = apply_op(true_total, op, n)
         elif i == len(rest):
             flags.append(step == answer_step(left))
         else:

@@ -12,7 +12,7 @@ import re
 
 import torch
 
-from ..arith import check_steps, solution_steps, split_steps
+from ..arith import apply_op, check_steps, solution_steps, split_steps
 from .formats import (
     BAD_ID,
     GOOD_ID,
@@ -77,10 +77,8 @@ def revision_example(problem: str, attempts: list[str], deviation_weight: float 
         marked.add(j)
         if j >= len(lines) or not lines[j].isascii():
             continue
-        line, right = lines[j].strip(), steps[j]
+        line, right = lines[j].strip(), steps[j]  # they differ: j is where the attempt went wrong
         k = next((i for i in range(min(len(line), len(right))) if line[i] != right[i]), min(len(line), len(right)))
-        if k == len(line) == len(right):
-            continue
         wrong_tok = ord(line[k]) if k < len(line) else ord(STEP_DELIMITER[0])
         pos = first + starts[j] + k
         if negatives[pos] == IGNORE and wrong_tok != targets[pos]:
@@ -116,7 +114,7 @@ def prm_example(problem: str, steps: list[str], learn_steps: bool = False, learn
             m = _OP_STEP.match(st)
             if m:
                 left, op, n, written = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
-                correct = str(left + n if op == "+" else left - n)
+                correct = str(apply_op(left, op, n))
                 eq = pos + m.start(4) - 1  # the "=" token
                 for k in range(len(correct)):
                     if written[:k] != correct[:k] or eq + k >= len(ids):

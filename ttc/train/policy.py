@@ -21,8 +21,10 @@ from pathlib import Path
 from ..arith import iter_problems
 from ..gguf_llama import LlamaShape
 from .common import (
+    VAL_SEED,
     Clock,
     excluded_problems,
+    load_checkpoint,
     lr_at,
     make_optimizer,
     maybe_compile,
@@ -118,8 +120,6 @@ def reselect(history: list[dict], cfg: PolicyConfig, log=print) -> dict:
     """The checkpoint to keep: the `reselect_top` best by the first validation are measured again on a
     second validation set (another seed, `reselect_per_ops` per operator count, still disjoint from the
     shipped 500) and ranked there the same way; each one's first measurement stays in "first"."""
-    from .common import VAL_SEED, load_checkpoint
-
     top = sorted(history, key=_rank)[: max(1, cfg.reselect_top)]
     if cfg.reselect_top <= 1 or cfg.reselect_per_ops <= 0:
         return top[0]
@@ -219,11 +219,10 @@ def train_policy(cfg: PolicyConfig, out: Path, log=print) -> dict:
             )
             revision = _revision_batches(cfg, pool, rng) if pool else None
         use_rev = revision is not None and rng.random() < cfg.revision_frac
-        ids, targets, *weights = next(revision) if use_rev else next(plain)
+        ids, targets, *weights_negatives = next(revision) if use_rev else next(plain)
         tokens += ids.numel()
         lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_frac)
-        w, neg = (weights + [None, None])[:2]
-        loss = train_step(fwd, model, opt, ids, targets, lr, w, neg, cfg.unlikelihood)
+        loss = train_step(fwd, model, opt, ids, targets, lr, *weights_negatives, ul_weight=cfg.unlikelihood)
         if step % 50 == 0:
             log(
                 f"  step {step} loss {loss:.4f} lr {lr:.2e} {'rev' if use_rev else 'plain'} "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..arith import answer_step, check_steps, iter_problems, parse_problem, solution_steps, split_steps
+from ..arith import answer_step, apply_op, check_steps, iter_problems, parse_problem, solution_steps, split_steps
 from .common import (
     Clock,
     excluded_problems,
@@ -154,17 +154,13 @@ def corrupted_steps(problem: str, rng: random.Random) -> list[str]:
     j = rng.randrange(len(rest) + 1)
     steps, total = [], first
     for i, (op, n) in enumerate(rest):
-        shown = n
-        value = total + n if op == "+" else total - n
-        if i == j:
-            kind = rng.random()
-            if kind < 0.15:
-                shown = max(1, min(99, n + rng.choice((-10, -2, -1, 1, 2, 10))))
-                value = total + shown if op == "+" else total - shown
-            elif kind < 0.65:
-                value += rng.choice((-10, 10))
-            else:
-                value += rng.choice((-1, 1)) * rng.randint(1, 9)
+        kind = rng.random() if i == j else None
+        shown = max(1, min(99, n + rng.choice((-10, -2, -1, 1, 2, 10)))) if kind is not None and kind < 0.15 else n
+        value = apply_op(total, op, shown)
+        if kind is not None and 0.15 <= kind < 0.65:
+            value += rng.choice((-10, 10))
+        elif kind is not None and kind >= 0.65:
+            value += rng.choice((-1, 1)) * rng.randint(1, 9)
         steps.append(f"{total}{op}{shown}={value}")
         total = value
     steps.append(answer_step(total + (rng.choice((-10, -1, 1, 10)) if j == len(rest) else 0)))
@@ -173,6 +169,7 @@ def corrupted_steps(problem: str, rng: random.Random) -> list[str]:
 
 def _batches(cfg: PRMConfig, samples, stream, rng: random.Random):
     """Endless batches: policy samples (labels at tags) or correct solutions (steps learned too)."""
+    learn = cfg.learn_results and cfg.learn_tokens  # result digits on policy samples and corrupted solutions
     while True:
         if rng.random() < cfg.correct_frac:
             probs = [next(stream) for _ in range(cfg.batch)]
@@ -181,11 +178,10 @@ def _batches(cfg: PRMConfig, samples, stream, rng: random.Random):
             continue
         if rng.random() < cfg.corrupt_frac / max(1e-9, 1 - cfg.correct_frac):
             probs = [next(stream) for _ in range(cfg.batch)]
-            learn = cfg.learn_results and cfg.learn_tokens
             yield collate([prm_example(p, corrupted_steps(p, rng), learn_results=learn) for p in probs])
             continue
         picks = [samples[rng.randrange(len(samples))] for _ in range(cfg.batch)]
-        yield collate([prm_example(p, s, learn_results=cfg.learn_results and cfg.learn_tokens) for p, s in picks])
+        yield collate([prm_example(p, s, learn_results=learn) for p, s in picks])
 
 
 def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=print) -> dict:
