@@ -35,6 +35,9 @@ def test_levels_and_budget_lookup(tmp_path):
     assert [pol.level(s) for s in (0.95, 0.9, 0.8, 0.6, 0.4, 0.1)] == [1, 1, 2, 3, 4, 5]
     assert pol.choose(3, 64) == (Choice("beam", {"width": 2}), 8)
     assert pol.choose(3, 4)[1] == 2 and pol.choose(3, 1)[1] == 2
+    assert pol.estimator == "mean_score" and pol.value(0.5, 1.0) == 0.5
+    blend = load_policy(policy_yaml(tmp_path, estimator="blend"))
+    assert blend.value(0.5, 1.0) == 0.75 and blend.level(blend.value(0.5, 1.0)) == 2
 
 
 @pytest.mark.parametrize(
@@ -46,6 +49,9 @@ def test_levels_and_budget_lookup(tmp_path):
         ({"thresholds": [0.9, 0.5]}, "list of 4 numbers"),
         ({"samples": 0}, "positive integer"),
         ({"extra": 1}, "unknown key 'extra'"),
+        ({"estimator": "vibes"}, "'estimator' must be one of mean_score, agreement, blend"),
+        ({"table": {**TABLE, 3: {2: {"strategy": "beem"}, 8: {"strategy": "beam"}}}}, "'beem' is not a strategy"),
+        ({"table": {**TABLE, 3: {2: {"strategy": "auto"}, 8: {"strategy": "beam"}}}}, "'auto' is not a strategy"),
     ],
 )
 def test_bad_policies_are_usage_errors(tmp_path, overrides, needle):

@@ -1,12 +1,16 @@
 """`ttc calibrate`: learn a compute-optimal policy (which strategy at which difficulty and budget) from a
 labeled dataset, as in Snell et al. 2024, section 3.
 
-1. Two benches (resumable, with live progress) over the dataset: the sampled strategies at every budget
-   (one run at the largest budget, smaller ones derived from it) and the search strategies and revisions
-   at the budgets they fit. Their results land in RUN_DIR/sampled and RUN_DIR/search.
-2. Each problem's predicted difficulty is the mean final PRM score of its first `samples` scored samples
-   (those of weighted-best-of-n at the largest budget: the same estimator `auto` uses at run time),
-   and the thresholds between the 5 levels are its quintiles, learned here.
+1. Benches (resumable, with live progress) over the dataset: the sampled strategies at every budget (one
+   run at the largest budget, smaller ones derived from it) in RUN_DIR/sampled, and the search strategies
+   and revisions at the budgets they fit (`--search-budgets`, default all), one bench per smallest budget
+   they can run at, in RUN_DIR/search-fromK.
+2. Each problem's predicted difficulty comes from its first `samples` scored samples (those of
+   weighted-best-of-n at the largest budget: what `auto` draws at run time): their mean final PRM score
+   (the paper's estimate), their answer agreement, or the mean of the two. The statistic that ranks the
+   problems best by their true pass rate (Spearman's rho against the share of right answers among the
+   remaining samples) is the policy's estimator, and the thresholds between the 5 levels are its
+   quintiles, learned here.
 3. For each (level, budget) the (strategy, options) with the best accuracy is chosen; its accuracy is
    also cross-validated (choose on one half of the level's problems, score on the other, both ways), so
    the policy file reports what the choice is worth on problems it was not chosen on.
@@ -22,7 +26,7 @@ from typing import Any
 from .bench.run import BenchOptions, run_bench
 from .bench.store import SAMPLES
 from .errors import UsageError
-from .policy import LEVELS, Choice, Policy, dump_policy
+from .policy import ESTIMATORS, LEVELS, Choice, Policy, dump_policy, estimate_value
 from .strategies.base import parse_variant
 
 SAMPLED = ["majority", "best-of-n", "weighted-best-of-n"]
@@ -39,6 +43,7 @@ class CalibrateOptions:
     samples: int = 4  # difficulty-estimation samples (auto spends them from its budget)
     sampled: list[str] = field(default_factory=lambda: list(SAMPLED))
     search: list[str] = field(default_factory=lambda: list(SEARCH))
+    search_budgets: list[int] | None = None  # the budgets to run the search strategies at; None = all
     bench: BenchOptions | None = None  # template: model flags, seed, limit, resume, force, quiet ...
 
 
@@ -53,9 +58,15 @@ def run_calibrate(opts: CalibrateOptions, console=None) -> Policy:
     base = opts.bench or BenchOptions(data=opts.data, out="")
     top = max(opts.budgets)
     runs = [(Path(opts.run_dir) / "sampled", opts.sampled, opts.budgets)]
-    fits = [b for b in opts.budgets if b >= min(min_budget(s) for s in opts.search)] if opts.search else []
-    if fits:
-        runs.append((Path(opts.run_dir) / "search", opts.search, fits))
+    wanted = opts.budgets if opts.search_budgets is None else opts.search_budgets
+    if set(wanted) - set(opts.budgets):
+        raise UsageError(f"--search-budgets {sorted(set(wanted) - set(opts.budgets))[0]} is not one of --budgets")
+    # One bench per smallest budget the search candidates run at (a beam of width 4 cannot run at 2).
+    for floor in sorted({min_budget(s) for s in opts.search}):
+        group = [s for s in opts.search if min_budget(s) == floor]
+        fits = [b for b in wanted if b >= floor]
+        if fits:
+            runs.append((Path(opts.run_dir) / f"search-from{floor}", group, fits))
     for out, strategies, budgets in runs:
         run_bench(replace(base, data=opts.data, out=str(out), strategies=strategies, budgets=budgets), console)
     records = [r for out, _, _ in runs for r in _read(out / SAMPLES)]
@@ -63,8 +74,11 @@ def run_calibrate(opts: CalibrateOptions, console=None) -> Policy:
         raise UsageError(f"{opts.data}: no problems to calibrate on")
     if all(not r.get("gold_answer") for r in records):
         raise UsageError(f"{opts.data}: the calibration data has no answers to grade against")
-    difficulty = _difficulty(records, top, opts.samples)
+    stats = _difficulty(records, top, opts.samples)
+    estimator, report = pick_estimator(stats)
+    difficulty = {pid: estimate_value(estimator, st["mean_score"], st["agreement"]) for pid, st in stats.items()}
     policy = choose(records, difficulty, opts.budgets, opts.samples)
+    policy.estimator, policy.difficulty = estimator, report
     policy.model = records[0]["model"]
     policy.prm = next((r["prm"] for r in records if r.get("prm")), None)
     dump_policy(
@@ -83,16 +97,47 @@ def _read(path: Path) -> list[dict]:
     return out
 
 
-def _difficulty(records: list[dict], top: int, k: int) -> dict[str, float]:
-    """Problem id -> mean aggregated PRM score of the estimator's first k samples."""
+def _difficulty(records: list[dict], top: int, k: int) -> dict[str, dict[str, float]]:
+    """Problem id -> the estimator's first k samples' mean aggregated PRM score and answer agreement, and
+    the pass rate of its other samples (the truth the estimate is checked against)."""
+    from .bench.run import grade_answer
+    from .record import Candidate
+    from .strategies.sampling import select_majority
+
     out = {}
     for r in records:
         if r["strategy"] == ESTIMATOR and int(r["budget"]) == top and r.get("candidates"):
-            scores = [c.get("score") or 0.0 for c in r["candidates"][:k]]
-            out[str(r["id"])] = sum(scores) / len(scores)
+            cands = [Candidate(**c) for c in r["candidates"]]
+            first, rest = cands[:k], cands[k:]
+            _, votes = select_majority(first)
+            verdicts: dict[str | None, bool] = {}
+            for c in rest:
+                if c.answer not in verdicts:
+                    verdicts[c.answer] = bool(r.get("gold_answer")) and grade_answer(c.answer, str(r["gold_answer"]))
+            out[str(r["id"])] = {
+                "mean_score": sum(c.score or 0.0 for c in first) / len(first),
+                "agreement": max(votes["votes"].values(), default=0) / len(first),
+                "pass_rate": sum(verdicts[c.answer] for c in rest) / len(rest) if rest else None,
+            }
     if not out:
         raise UsageError(f"calibration needs {ESTIMATOR} at budget {top} to estimate difficulty; none ran")
     return out
+
+
+def pick_estimator(stats: dict[str, dict[str, float]]) -> tuple[str, dict]:
+    """The statistic whose ranking of the problems best follows their true pass rate (Spearman's rho),
+    and the rho of each. Without pass rates (top budget = samples) it is the paper's mean score."""
+    from .difficulty import spearman
+
+    have = [st for st in stats.values() if st["pass_rate"] is not None]
+    rho = {}
+    for est in ESTIMATORS:
+        v = spearman([estimate_value(est, st["mean_score"], st["agreement"]) for st in have],
+                     [st["pass_rate"] for st in have]) if have else None  # fmt: skip
+        rho[est] = None if v is None else round(v, 4)
+    ranked = [e for e in ESTIMATORS if rho[e] is not None]
+    chosen = max(ranked, key=lambda e: rho[e]) if ranked else "mean_score"
+    return chosen, {"estimator": chosen, "spearman_vs_pass_rate": rho, "problems": len(have)}
 
 
 def thresholds(values: list[float]) -> list[float]:

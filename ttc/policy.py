@@ -7,7 +7,8 @@ each level (1 easiest .. 5 hardest) and budget, the strategy and options that di
     model: tiny-arith-policy.gguf        # the policy file it was calibrated for
     prm: tiny-arith-prm.gguf
     samples: 4                           # difficulty-estimation samples; they count against the budget
-    thresholds: [0.93, 0.85, 0.7, 0.45]  # mean score >= thresholds[0]: level 1, ... below the last: level 5
+    estimator: mean_score                # or agreement, or blend (their mean): what the thresholds bin
+    thresholds: [0.93, 0.85, 0.7, 0.45]  # estimate >= thresholds[0]: level 1, ... below the last: level 5
     table:
       1: {4: {strategy: majority}, 16: {strategy: weighted-best-of-n}}
       5: {4: {strategy: beam, options: {width: 4}}, 16: ...}
@@ -27,6 +28,19 @@ import yaml
 from .errors import UsageError
 
 LEVELS = (1, 2, 3, 4, 5)
+# The difficulty statistics of k scored samples (higher: easier). The paper bins the mean final PRM score;
+# the share of samples agreeing with the most common answer is the PRM-free alternative; blend is their mean.
+ESTIMATORS = ("mean_score", "agreement", "blend")
+
+
+def estimate_value(estimator: str, mean_score: float, agreement: float) -> float:
+    if estimator == "mean_score":
+        return mean_score
+    if estimator == "agreement":
+        return agreement
+    if estimator == "blend":
+        return (mean_score + agreement) / 2
+    raise ValueError(f"unknown difficulty estimator {estimator!r}")
 
 
 @dataclass
@@ -44,10 +58,16 @@ class Policy:
     table: dict[int, dict[int, Choice]]
     accuracy: dict = field(default_factory=dict)
     source: str = ""
+    estimator: str = "mean_score"  # one of ESTIMATORS
+    difficulty: dict = field(default_factory=dict)  # how well each estimator ranked the calibration problems
 
-    def level(self, mean_score: float) -> int:
+    def value(self, mean_score: float, agreement: float) -> float:
+        return estimate_value(self.estimator, mean_score, agreement)
+
+    def level(self, value: float) -> int:
+        """The level of an estimate (`value`: the policy's estimator statistic)."""
         for i, t in enumerate(self.thresholds):
-            if mean_score >= t:
+            if value >= t:
                 return i + 1
         return len(self.thresholds) + 1
 
@@ -70,7 +90,8 @@ def load_policy(path: str | Path) -> Policy:
         raise UsageError(f"{path}: invalid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: a policy must be a YAML mapping")
-    unknown = set(data) - {"model", "prm", "samples", "thresholds", "table", "accuracy", "made_with"}
+    known = {"model", "prm", "samples", "estimator", "thresholds", "table", "accuracy", "difficulty", "made_with"}
+    unknown = set(data) - known
     if unknown:
         raise UsageError(f"{path}: unknown key '{sorted(unknown)[0]}'")
     for key in ("model", "samples", "thresholds", "table"):
@@ -81,9 +102,14 @@ def load_policy(path: str | Path) -> Policy:
         raise UsageError(f"{path}: 'thresholds' must be a list of {len(LEVELS) - 1} numbers")
     if any(a < b for a, b in zip(th, th[1:])):
         raise UsageError(f"{path}: 'thresholds' must be in descending order (level 1 is the easiest)")
+    estimator = data.get("estimator", "mean_score")
+    if estimator not in ESTIMATORS:
+        raise UsageError(f"{path}: 'estimator' must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
     samples = data["samples"]
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise UsageError(f"{path}: 'samples' must be a positive integer")
+    from .strategies import REGISTRY as registry
+
     table: dict[int, dict[int, Choice]] = {}
     raw = data["table"] or {}
     budgets_seen: set[int] | None = None
@@ -99,7 +125,12 @@ def load_policy(path: str | Path) -> Policy:
                 raise UsageError(f"{path}: table level {level}: budget '{b}' is not an integer") from None
             if not isinstance(c, dict) or "strategy" not in c:
                 raise UsageError(f"{path}: table level {level} budget {budget}: needs a 'strategy'")
-            parsed[budget] = Choice(str(c["strategy"]), dict(c.get("options") or {}))
+            name = str(c["strategy"])
+            if name not in registry or name == "auto":
+                raise UsageError(
+                    f"{path}: table level {level} budget {budget}: '{name}' is not a strategy auto can run"
+                )
+            parsed[budget] = Choice(name, dict(c.get("options") or {}))
         if budgets_seen is not None and set(parsed) != budgets_seen:
             missing = sorted(budgets_seen ^ set(parsed))[0]
             raise UsageError(f"{path}: table level {level} lacks budget {missing} that other levels have")
@@ -113,6 +144,8 @@ def load_policy(path: str | Path) -> Policy:
         table=table,
         accuracy=data.get("accuracy") or {},
         source=str(path),
+        estimator=estimator,
+        difficulty=data.get("difficulty") or {},
     )
 
 
@@ -121,6 +154,7 @@ def dump_policy(policy: Policy, path: str | Path, made_with: dict | None = None)
         "model": policy.model,
         "prm": policy.prm,
         "samples": policy.samples,
+        "estimator": policy.estimator,
         "thresholds": [round(t, 6) for t in policy.thresholds],
         "table": {
             lvl: {
@@ -131,6 +165,8 @@ def dump_policy(policy: Policy, path: str | Path, made_with: dict | None = None)
         },  # fmt: skip
         "accuracy": policy.accuracy,
     }
+    if policy.difficulty:
+        data["difficulty"] = policy.difficulty
     if made_with:
         data["made_with"] = made_with
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -162,7 +162,9 @@ class Solver:
         result = spec.run(ctx)
         return result if name == strategy else dataclasses.replace(result, strategy=strategy)
 
-    def difficulty(self, problem: str, samples: int, budget: int | None, seed: int = 0) -> dict[str, Any]:
+    def difficulty(
+        self, problem: str, samples: int, budget: int | None, seed: int = 0, warn: bool = True
+    ) -> dict[str, Any]:
         """Model-predicted difficulty: the mean final PRM score of `samples` scored samples, its level
         under the policy's thresholds, the answer agreement, and what `auto` would pick at `budget`."""
         from .policy import Policy
@@ -173,7 +175,8 @@ class Solver:
         table = self.policy_table
         if table is None:
             table = Policy(model="", prm=None, samples=samples, thresholds=[0.8, 0.6, 0.4, 0.2], table={})
-            self.warn("the preset has no calibrated policy: levels use even thresholds 0.8/0.6/0.4/0.2")
+            if warn:
+                self.warn("the preset has no calibrated policy: levels use even thresholds 0.8/0.6/0.4/0.2")
         ctx = SolveContext(
             problem=problem.strip(), preset=self.preset, policy=self.policy, budget=samples, seed=seed,
             sampling=dataclasses.replace(SamplingOverrides().apply(self.preset), seed=seed), prm=self.prm,
@@ -183,6 +186,7 @@ class Solver:
             "level": est.level,
             "mean_score": round(est.mean_score, 6),
             "agreement": round(est.agreement, 4),
+            "estimator": table.estimator,
             "samples": samples,
             "answers": [c.answer for c in est.candidates],
         }

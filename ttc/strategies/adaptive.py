@@ -37,7 +37,7 @@ def estimate_difficulty(ctx: SolveContext, k: int, policy: Policy | None) -> Est
     mean = sum(c.score or 0.0 for c in cands) / max(1, len(cands))
     _, votes = select_majority(cands)
     agreement = max(votes["votes"].values(), default=0) / max(1, len(cands))
-    return Estimate(mean, agreement, policy.level(mean) if policy else None, cands)
+    return Estimate(mean, agreement, policy.level(policy.value(mean, agreement)) if policy else None, cands)
 
 
 def merge(choice: str, pool: list[Candidate]) -> tuple[str | None, dict]:
