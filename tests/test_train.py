@@ -13,7 +13,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 from ttc.arith import generate_problems, solution_steps  # noqa: E402
 from ttc.gguf_llama import LlamaShape  # noqa: E402
 from ttc.train.common import make_optimizer, seed_everything, train_step  # noqa: E402
-from ttc.train.data import IGNORE, collate, policy_example, prm_example, revision_example  # noqa: E402
+from ttc.train.data import IGNORE, collate, policy_example, prm_example, revision_example, tag_digit_targets  # noqa: E402
 from ttc.train.export import export_gguf, load_gguf_model  # noqa: E402
 from ttc.train.formats import BAD_ID, GOOD_ID, TAG_ID, VOCAB, prm_text  # noqa: E402
 from ttc.train.model import Llama  # noqa: E402
@@ -163,3 +163,27 @@ def test_auroc_matches_pairwise_definition():
     neg = [a for a, b in zip(s, y) if not b]
     want = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
     assert abs(auroc(s, y) - want) < 1e-12
+
+
+def test_tag_digits_name_the_value_each_step_should_show_and_are_learned_at_the_tags():
+    from ttc.train.prm import with_tag_digits
+
+    steps = ["37+48=84", "84-19=65", "\\boxed{66}"]
+    # 37+48 is 85; 84-19 is 65 (right, given its own left side); the answer line should repeat 65
+    assert [[chr(t) for t in d] for d in tag_digit_targets("37+48-19", steps)] == [["8", "5"], ["6", "5"], ["6", "5"]]
+    ids, targets, extra = with_tag_digits(collate([prm_example("37+48-19", steps)]), [("37+48-19", steps)])
+    tags = (ids[0] == TAG_ID).nonzero().squeeze(1).tolist()
+    assert [[chr(t) for t in extra[0, p].tolist()] for p in tags] == [["8", "5"], ["6", "5"], ["6", "5"]]
+    assert int((extra != IGNORE).sum()) == 6
+    seed_everything(0)
+    model = Llama(TINY)
+    opt = make_optimizer(model, 3e-3, 0.0)
+
+    def p_digit():
+        with torch.no_grad():
+            return model(ids)[0, tags[0]].softmax(-1)[extra[0, tags[0], 0]].item()
+
+    before = p_digit()
+    for _ in range(5):
+        train_step(model, model, opt, ids, targets, 3e-3, extra=extra, extra_weight=1.0)
+    assert p_digit() > 2 * before

@@ -287,7 +287,7 @@ def difficulty(
         print(json.dumps(out, ensure_ascii=False) if json_out else out["level"], flush=True)
         if not quiet:
             line = f"mean PRM score {out['mean_score']:.3f}, answer agreement {out['agreement']:.0%}"
-            line += f" over {samples} samples"
+            line += f" over {samples} samples; {out['estimator']} estimate {out['estimate']:.3f}"
             if "auto_choice" in out:
                 c = out["auto_choice"]
                 opts = ", ".join(f"{k}={v}" for k, v in c["options"].items())

@@ -187,6 +187,7 @@ class Solver:
             "mean_score": round(est.mean_score, 6),
             "agreement": round(est.agreement, 4),
             "estimator": table.estimator,
+            "estimate": round(table.value(est.mean_score, est.agreement), 6),
             "samples": samples,
             "answers": [c.answer for c in est.candidates],
         }

@@ -125,6 +125,23 @@ def prm_example(problem: str, steps: list[str], learn_steps: bool = False, learn
     return ids, targets
 
 
+def tag_digit_targets(problem: str, steps: list[str], n_tail: int = 2) -> list[list[int]]:
+    """Per step tag, the last `n_tail` characters (token ids) of the value the step should show: its own
+    left side computed (for "85-19=67": 85-19 = 66, so "6", "6"), or for the answer line the total the
+    step before it shows. Learned at the tag as well as "+"/"-", they make the tag position compute the
+    true result next to the written one, which is what a check compares. Empty where there is none."""
+    out, last = [], None
+    for st in steps:
+        m = _OP_STEP.match(st)
+        if m:
+            value = str(apply_op(int(m.group(1)), m.group(2), int(m.group(3))))
+            last = m.group(4) if re.fullmatch(r"-?\d+", m.group(4)) else None
+        else:
+            value, last = last, None
+        out.append([ord(c) for c in value[-n_tail:]] if value else [])
+    return out
+
+
 def collate(examples: list[tuple], multiple: int = 16):
     """Right-pad to a common length (a multiple of `multiple`): ids (B, T) and targets (B, T), then, when
     the examples carry them, weights (B, T) and negative targets (B, T)."""

@@ -32,7 +32,7 @@ from .common import (
     train_step,
     validation_problems,
 )
-from .data import collate, prm_example
+from .data import IGNORE, collate, prm_example, tag_digit_targets
 from .evaluate import solve
 from .formats import BAD_ID, GOOD_ID, TAG_ID, prm_tokens
 from .model import Llama
@@ -61,6 +61,10 @@ class PRMConfig:
     #                         blocks): the new blocks on top learn to compare what the frozen ones predict
     #                         with what the solution says
     learn_tokens: bool = True  # False: only the tags are learned (no step tokens, no result digits)
+    tag_digits: float = 0.0  # > 0: also learn, at each tag, the last two digits of the value the step
+    #                          should show (`tag_digit_targets`), with this weight; the score reads only
+    #                          P(+)/(P(+)+P(-)) there, so the digits cost it nothing and give the tag the
+    #                          true result to compare the written one with
     val_per_ops: int = 40  # validation problems per operator count (x4 samples) for AUROC
     eval_every: int = 250
     compile: bool = True
@@ -167,21 +171,33 @@ def corrupted_steps(problem: str, rng: random.Random) -> list[str]:
     return steps
 
 
+def with_tag_digits(batch: tuple, pairs: list[tuple[str, list[str]]]) -> tuple:
+    """(ids, targets) plus extra targets (B, T, 2): each tag's `tag_digit_targets`."""
+    ids, targets = batch[:2]
+    extra = torch.full((*ids.shape, 2), IGNORE, dtype=torch.long)
+    for b, (p, steps) in enumerate(pairs):
+        tags = (ids[b] == TAG_ID).nonzero().squeeze(1).tolist()
+        for pos, digits in zip(tags, tag_digit_targets(p, steps)):
+            for a, tok in enumerate(digits):
+                extra[b, pos, a] = tok
+    return ids, targets, extra
+
+
 def _batches(cfg: PRMConfig, samples, stream, rng: random.Random):
-    """Endless batches: policy samples (labels at tags) or correct solutions (steps learned too)."""
+    """Endless batches: policy samples (labels at tags) or correct solutions (steps learned too); with
+    `tag_digits`, each batch also carries the tags' digit targets."""
     learn = cfg.learn_results and cfg.learn_tokens  # result digits on policy samples and corrupted solutions
     while True:
         if rng.random() < cfg.correct_frac:
-            probs = [next(stream) for _ in range(cfg.batch)]
-            exs = [prm_example(p, solution_steps(p), learn_steps=cfg.learn_tokens) for p in probs]
-            yield collate(exs)
-            continue
-        if rng.random() < cfg.corrupt_frac / max(1e-9, 1 - cfg.correct_frac):
-            probs = [next(stream) for _ in range(cfg.batch)]
-            yield collate([prm_example(p, corrupted_steps(p, rng), learn_results=learn) for p in probs])
-            continue
-        picks = [samples[rng.randrange(len(samples))] for _ in range(cfg.batch)]
-        yield collate([prm_example(p, s, learn_results=learn) for p, s in picks])
+            pairs = [(p, solution_steps(p)) for p in (next(stream) for _ in range(cfg.batch))]
+            batch = collate([prm_example(p, s, learn_steps=cfg.learn_tokens) for p, s in pairs])
+        elif rng.random() < cfg.corrupt_frac / max(1e-9, 1 - cfg.correct_frac):
+            pairs = [(p, corrupted_steps(p, rng)) for p in (next(stream) for _ in range(cfg.batch))]
+            batch = collate([prm_example(p, s, learn_results=learn) for p, s in pairs])
+        else:
+            pairs = [samples[rng.randrange(len(samples))] for _ in range(cfg.batch)]
+            batch = collate([prm_example(p, s, learn_results=learn) for p, s in pairs])
+        yield with_tag_digits(batch, pairs) if cfg.tag_digits > 0 else batch
 
 
 def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=print) -> dict:
@@ -215,13 +231,15 @@ def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=
     log(f"prm: {model.n_params():,} parameters, {cfg.steps} steps, config {json.dumps(asdict(cfg))}")
     history, tokens = [], 0
     for step in range(cfg.steps):
-        ids, targets = next(batches)
+        ids, targets, *extra = next(batches)
         tokens += ids.numel()
         lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_frac)
         weights = None
         if cfg.tag_weight != 1.0:
             weights = torch.where(ids == TAG_ID, cfg.tag_weight, 1.0)
-        loss = train_step(fwd, model, opt, ids, targets, lr, weights)
+        loss = train_step(
+            fwd, model, opt, ids, targets, lr, weights, extra=extra[0] if extra else None, extra_weight=cfg.tag_digits
+        )
         if step % 50 == 0:
             log(f"  step {step} loss {loss:.4f} lr {lr:.2e} {tokens / max(clock(), 1e-9):.0f} tok/s [{clock():.0f}s]")
         if (step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1:
