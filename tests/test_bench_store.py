@@ -168,3 +168,14 @@ def test_one_writer_per_folder(tmp_path):
         open_store(tmp_path / "out", {"a": 1}, resume=True, force=False)
     first.close()
     open_store(tmp_path / "out", {"a": 1}, resume=True, force=False).close()  # free again once closed
+
+
+def test_a_policy_added_to_the_preset_changes_only_auto_runs(tmp_path):
+    base = {"dataset": {"sha256": "x"}, "strategies": ["majority"], "preset": {"name": "p", "policy": None}}
+    with_policy = {**base, "preset": {"name": "p", "policy": "policies/p.yaml"}}
+    open_store(tmp_path / "a", base, resume=False, force=False).close()
+    open_store(tmp_path / "a", with_policy, resume=True, force=False).close()  # majority never reads it
+    auto = {**base, "strategies": ["auto"]}
+    open_store(tmp_path / "b", auto, resume=False, force=False).close()
+    with pytest.raises(UsageError, match="preset.policy"):
+        open_store(tmp_path / "b", {**auto, "preset": with_policy["preset"]}, resume=True, force=False)

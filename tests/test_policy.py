@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from conftest import make_tiny_gguf, preset_text, run_ttc
+from conftest import REPO, make_tiny_gguf, preset_text, run_ttc
 
 from ttc.engine.base import SamplingParams
 from ttc.engine.llama import LlamaEngine
@@ -48,6 +48,7 @@ def test_levels_and_budget_lookup(tmp_path):
         ({"thresholds": [0.3, 0.5, 0.7, 0.9]}, "descending"),
         ({"thresholds": [0.9, 0.5]}, "list of 4 numbers"),
         ({"samples": 0}, "positive integer"),
+        ({"table": {**TABLE, 3: {2: {"strategy": "majority", "spend": 4}, 8: {"strategy": "beam"}}}}, "'spend' must"),
         ({"extra": 1}, "unknown key 'extra'"),
         ({"estimator": "vibes"}, "'estimator' must be one of mean_score, agreement, blend"),
         ({"table": {**TABLE, 3: {2: {"strategy": "beem"}, 8: {"strategy": "beam"}}}}, "'beem' is not a strategy"),
@@ -84,6 +85,11 @@ def test_auto_counts_estimation_samples_and_keeps_them(tmp_path, engine):
     assert d["estimation_samples"] == 2 and d["chosen"]["strategy"] == "beam" and d["level"] in (1, 2, 3, 4, 5)
     assert r.spent.generations <= 8 * 1.5
     assert len(r.candidates) >= 2 and all(c.score is not None for c in r.candidates)
+    # A choice that spends less: 2 estimation samples + 3 majority samples of the budget 8.
+    thrifty = {lvl: {2: {"strategy": "majority"}, 8: {"strategy": "majority", "spend": 5}} for lvl in TABLE}
+    ctx.table = load_policy(policy_yaml(tmp_path, table=thrifty))
+    r = REGISTRY["auto"].run(ctx)
+    assert r.details["chosen"]["spend"] == 5 and len(r.candidates) == 5 and r.spent.generations == 5
     prm_engine.close()
 
 
@@ -104,3 +110,51 @@ def test_policy_defaults_to_auto(tmp_path, tiny_gguf):
     r = run_ttc("solve", "1+2", "--preset", str(preset), "--budget", "4", "--json")
     assert r.returncode == 0, r.stderr.decode()
     assert json.loads(r.stdout)["strategy"] == "auto"
+
+
+def test_the_shipped_policy_fits_the_builtin_pair():
+    from ttc.calibrate import min_budget
+    from ttc.presets import load_preset
+
+    preset = load_preset("tiny-arith")
+    pol = load_policy(REPO / "presets" / preset.policy)
+    assert pol.model == "tiny-arith-policy.gguf" and pol.prm == "tiny-arith-prm.gguf"
+    assert all(sorted(row) == [1, 2, 4, 8, 16, 32, 64] for row in pol.table.values())
+    for row in pol.table.values():
+        for budget, choice in row.items():
+            label = choice.strategy + "".join(f":{k}={v}" for k, v in choice.options.items())
+            assert min_budget(label) <= budget, (label, budget)
+    # what calibration measured is kept beside the choice, and the estimator ranked pass rates well there
+    assert pol.accuracy[1][16]["problems"] > 0 and pol.difficulty["spearman_vs_pass_rate"][pol.estimator] > 0.6
+
+
+def test_difficulty_on_the_builtin_pair_names_the_level_and_the_choice():
+    r = run_ttc("difficulty", "37+48-19", "--samples", "4", "--budget", "16", "--threads", "2")
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().strip() in {"1", "2", "3", "4", "5"}
+    err = r.stderr.decode()
+    assert "mean PRM score" in err and "auto at budget 16 would run" in err and "warning" not in err
+
+
+def test_a_choice_may_spend_less_than_the_budget():
+    c = Choice("majority", spend=4)
+    assert c.budget_for(16, 16) == 4 and c.budget_for(32, 16) == 8 and c.budget_for(2, 16) == 1
+    assert Choice("majority").budget_for(20, 16) == 20
+
+
+def test_calibration_picks_a_smaller_budget_when_more_does_not_help():
+    from ttc.calibrate import choose
+
+    ids = [f"p{i}" for i in range(50)]
+    difficulty = {pid: i / 50 for i, pid in enumerate(ids)}
+    records = []
+    for i, pid in enumerate(ids):
+        records += [
+            {"id": pid, "strategy": "majority", "budget": 4, "correct": i % 5 != 0},  # 80% right at 4
+            {"id": pid, "strategy": "majority", "budget": 16, "correct": i % 5 > 1},  # 60% at 16
+            {"id": pid, "strategy": "beam", "budget": 16, "correct": i % 10 == 0},
+        ]
+    pol = choose(records, difficulty, [4, 16], samples=2)
+    for level in pol.table:
+        assert pol.table[level][16] == Choice("majority", {}, spend=4)
+        assert pol.accuracy[level][16]["chosen"] == "majority@4" and pol.table[level][4].spend is None

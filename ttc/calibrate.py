@@ -148,6 +148,9 @@ def thresholds(values: list[float]) -> list[float]:
 
 
 def choose(records: list[dict], difficulty: dict[str, float], budgets: list[int], samples: int) -> Policy:
+    """The policy: for each (level, budget b) the (strategy, budget b' <= b) with the best accuracy on the
+    level's problems; ties go to the smaller b', then to the candidate run first (the cheaper). Spending
+    less than b is allowed: where more compute does not help (measured), the policy does not spend it."""
     th = thresholds(list(difficulty.values()))
     probe = Policy(model="", prm=None, samples=samples, thresholds=th, table={})
     level_of = {pid: probe.level(s) for pid, s in difficulty.items()}
@@ -163,23 +166,25 @@ def choose(records: list[dict], difficulty: dict[str, float], budgets: list[int]
         ids = sorted(p for p, lv in level_of.items() if lv == level)
         table[level], accuracy[level] = {}, {}
         for b in budgets:
-            acc = {s: _acc(correct.get((s, b), {}), ids) for s in strategies if (s, b) in correct}
-            best = max(acc, key=lambda s: acc[s]) if acc else "majority"
+            keys = [(s, c) for c in budgets if c <= b for s in strategies if (s, c) in correct]
+
+            def best_of(on: list[str], keys=keys) -> tuple[str, int] | None:
+                return max(keys, key=lambda k: _acc(correct[k], on)) if keys else None  # first max wins ties
+
+            best = best_of(ids) or ("majority", b)
             halves = (ids[0::2], ids[1::2])
             cv = []
             for pick, score in (halves, halves[::-1]):
-                if pick and score:
-                    a = {s: _acc(correct[(s, b)], pick) for s in acc}
-                    chosen = max(a, key=lambda s: a[s])
-                    cv.append((_acc(correct[(chosen, b)], score), len(score)))
-            name, options = parse_variant(best)
-            table[level][b] = Choice(name, options)
+                if pick and score and keys:
+                    cv.append((_acc(correct[best_of(pick)], score), len(score)))
+            name, options = parse_variant(best[0])
+            table[level][b] = Choice(name, options, spend=best[1] if best[1] < b else None)
             accuracy[level][b] = {
-                "chosen": best,
-                "accuracy": round(acc.get(best, 0.0), 4),
+                "chosen": best[0] if best[1] == b else f"{best[0]}@{best[1]}",
+                "accuracy": round(_acc(correct.get(best, {}), ids), 4),
                 "cross_validated": round(sum(a * n for a, n in cv) / max(1, sum(n for _, n in cv)), 4) if cv else None,
                 "problems": len(ids),
-                "all": {s: round(v, 4) for s, v in acc.items()},
+                "all": {s: round(_acc(correct[(s, c)], ids), 4) for s, c in keys if c == b},
             }
     return Policy(model="", prm=None, samples=samples, thresholds=th, table=table, accuracy=accuracy)
 

@@ -292,6 +292,8 @@ def difficulty(
                 c = out["auto_choice"]
                 opts = ", ".join(f"{k}={v}" for k, v in c["options"].items())
                 line += f"; auto at budget {c['budget']} would run {c['strategy']}" + (f" ({opts})" if opts else "")
+                if c["spend"] < c["budget"]:
+                    line += f", spending {c['spend']}"
             err.print(line, markup=False)
     solver.close()
 

@@ -47,6 +47,14 @@ def estimate_value(estimator: str, mean_score: float, agreement: float) -> float
 class Choice:
     strategy: str
     options: dict[str, Any] = field(default_factory=dict)
+    spend: int | None = None  # spend only this much of the table budget (more did not help); None: all
+
+    def budget_for(self, budget: int, table_budget: int) -> int:
+        """What to spend of `budget` when this choice was made for `table_budget`: all of it, or the same
+        share of it as `spend` is of the table budget."""
+        if self.spend is None:
+            return budget
+        return max(1, min(budget, budget * self.spend // table_budget))
 
 
 @dataclass
@@ -130,7 +138,12 @@ def load_policy(path: str | Path) -> Policy:
                 raise UsageError(
                     f"{path}: table level {level} budget {budget}: '{name}' is not a strategy auto can run"
                 )
-            parsed[budget] = Choice(name, dict(c.get("options") or {}))
+            spend = c.get("spend")
+            if spend is not None and (isinstance(spend, bool) or not isinstance(spend, int) or not 0 < spend <= budget):
+                raise UsageError(
+                    f"{path}: table level {level} budget {budget}: 'spend' must be an integer from 1 to {budget}"
+                )
+            parsed[budget] = Choice(name, dict(c.get("options") or {}), spend)
         if budgets_seen is not None and set(parsed) != budgets_seen:
             missing = sorted(budgets_seen ^ set(parsed))[0]
             raise UsageError(f"{path}: table level {level} lacks budget {missing} that other levels have")
@@ -149,6 +162,15 @@ def load_policy(path: str | Path) -> Policy:
     )
 
 
+def _choice_data(c: Choice) -> dict:
+    out: dict[str, Any] = {"strategy": c.strategy}
+    if c.options:
+        out["options"] = c.options
+    if c.spend is not None:
+        out["spend"] = c.spend
+    return out
+
+
 def dump_policy(policy: Policy, path: str | Path, made_with: dict | None = None) -> None:
     data = {
         "model": policy.model,
@@ -157,12 +179,8 @@ def dump_policy(policy: Policy, path: str | Path, made_with: dict | None = None)
         "estimator": policy.estimator,
         "thresholds": [round(t, 6) for t in policy.thresholds],
         "table": {
-            lvl: {
-                b: ({"strategy": c.strategy, "options": c.options} if c.options else {"strategy": c.strategy})
-                for b, c in sorted(row.items())
-            }
-            for lvl, row in sorted(policy.table.items())
-        },  # fmt: skip
+            lvl: {b: _choice_data(c) for b, c in sorted(row.items())} for lvl, row in sorted(policy.table.items())
+        },
         "accuracy": policy.accuracy,
     }
     if policy.difficulty:

@@ -199,6 +199,7 @@ class Solver:
                 "strategy": choice.strategy,
                 "options": choice.options,
                 "table_budget": at,
+                "spend": max(min(table.samples, budget), choice.budget_for(budget, at)),
             }
         return out
 

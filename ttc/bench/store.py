@@ -262,10 +262,14 @@ def _check_same_config(d: Path, config: dict) -> None:
 
 
 def _comparable(config: dict) -> dict:
-    """The config minus what does not change the records: the dataset's path (its content hash counts)."""
+    """The config minus what does not change the records: the dataset's path (its content hash counts), and
+    the preset's compute-optimal policy when no strategy is `auto` (only auto reads it)."""
     out = dict(config)
     if isinstance(out.get("dataset"), dict):
         out["dataset"] = {k: v for k, v in out["dataset"].items() if k != "path"}
+    strategies = out.get("strategies") or []
+    if isinstance(out.get("preset"), dict) and not any(str(s).split(":")[0] == "auto" for s in strategies):
+        out["preset"] = {k: v for k, v in out["preset"].items() if k != "policy"}
     return out
 
 

@@ -56,7 +56,8 @@ def auto(ctx: SolveContext) -> Result:
     k = min(policy.samples, ctx.budget)
     est = estimate_difficulty(ctx, k, policy)
     choice, table_budget = policy.choose(est.level, ctx.budget)
-    rest = ctx.budget - k
+    spend = max(k, choice.budget_for(ctx.budget, table_budget))  # the estimation samples are spent already
+    rest = spend - k
     pool = list(est.candidates)
     sub_generations = 0.0
     if rest > 0:
@@ -77,7 +78,12 @@ def auto(ctx: SolveContext) -> Result:
             "mean_score": round(est.mean_score, 6),
             "agreement": round(est.agreement, 4),
             "estimation_samples": k,
-            "chosen": {"strategy": choice.strategy, "options": choice.options, "table_budget": table_budget},
+            "chosen": {
+                "strategy": choice.strategy,
+                "options": choice.options,
+                "table_budget": table_budget,
+                "spend": spend,
+            },  # fmt: skip
             "policy": policy.source,
         }
     )
