@@ -158,3 +158,25 @@ def test_calibration_picks_a_smaller_budget_when_more_does_not_help():
     for level in pol.table:
         assert pol.table[level][16] == Choice("majority", {}, spend=4)
         assert pol.accuracy[level][16]["chosen"] == "majority@4" and pol.table[level][4].spend is None
+
+
+def test_calibration_fills_levels_separately_only_where_that_cross_validates():
+    from ttc.calibrate import choose
+
+    ids = [f"p{i:02d}" for i in range(100)]
+    difficulty = {pid: i / 100 for i, pid in enumerate(ids)}  # 20 problems per level
+    records = []
+    for i, pid in enumerate(ids):
+        level = 5 - i // 20  # the highest estimates are level 1
+        records += [  # majority is right on levels 1-2, beam on levels 3-5: the levels really differ at 8
+            {"id": pid, "strategy": "majority", "budget": 8, "correct": level <= 2},
+            {"id": pid, "strategy": "beam", "budget": 8, "correct": level >= 3},
+            # at 4, weighted is right on 70% of every level; majority on 60%, in a pattern that differs by level
+            {"id": pid, "strategy": "weighted-best-of-n", "budget": 4, "correct": i % 10 < 7},
+            {"id": pid, "strategy": "majority", "budget": 4, "correct": (i * 7 + level) % 10 < 6},
+        ]
+    pol = choose(records, difficulty, [4, 8], samples=2)
+    assert pol.selection[8]["rule"].startswith("per-level")
+    assert [pol.table[lv][8].strategy for lv in (1, 2, 3, 4, 5)] == ["majority"] * 2 + ["beam"] * 3
+    assert pol.selection[4]["rule"] == "pooled"
+    assert {pol.table[lv][4].strategy for lv in (1, 2, 3, 4, 5)} == {"weighted-best-of-n"}

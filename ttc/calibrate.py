@@ -11,9 +11,11 @@ labeled dataset, as in Snell et al. 2024, section 3.
    problems best by their true pass rate (Spearman's rho against the share of right answers among the
    remaining samples) is the policy's estimator, and the thresholds between the 5 levels are its
    quintiles, learned here.
-3. For each (level, budget) the (strategy, options) with the best accuracy is chosen; its accuracy is
-   also cross-validated (choose on one half of the level's problems, score on the other, both ways), so
-   the policy file reports what the choice is worth on problems it was not chosen on.
+3. For each budget the table is filled per level (each level's best candidate) or pooled (one candidate,
+   best over all problems), with or without candidates at smaller budgets, by whichever rule is worth
+   most cross-validated (chosen on one half of each level's problems, scored on the other, both ways;
+   see `choose`). The policy file keeps each cell's accuracy, its cross-validated accuracy and, per
+   budget, the rule and the cross-validated accuracy of every rule.
 """
 
 from __future__ import annotations
@@ -147,10 +149,20 @@ def thresholds(values: list[float]) -> list[float]:
     return [v[min(n - 1, max(0, round(n * q) - 1))] for q in (0.2, 0.4, 0.6, 0.8)]
 
 
+RULES = (("pooled", False), ("pooled", True), ("per-level", False), ("per-level", True))  # simplest first
+
+
 def choose(records: list[dict], difficulty: dict[str, float], budgets: list[int], samples: int) -> Policy:
-    """The policy: for each (level, budget b) the (strategy, budget b' <= b) with the best accuracy on the
-    level's problems; ties go to the smaller b', then to the candidate run first (the cheaper). Spending
-    less than b is allowed: where more compute does not help (measured), the policy does not spend it."""
+    """The policy table. At each budget b, one of four rules fills it, whichever is worth most
+    cross-validated (picked on one half of every level's problems, scored on the other, both ways):
+
+    - per-level: each level gets the candidate with the best accuracy on its own problems (the paper's
+      compute-optimal rule; with few problems per level it can fit noise),
+    - pooled: every level gets the one candidate best over all problems,
+
+    each with the candidates at b only, or also those at smaller budgets (then the policy spends less
+    than b where more did not help). Ties go to the simpler rule, the smaller budget, then the candidate
+    run first (the cheaper)."""
     th = thresholds(list(difficulty.values()))
     probe = Policy(model="", prm=None, samples=samples, thresholds=th, table={})
     level_of = {pid: probe.level(s) for pid, s in difficulty.items()}
@@ -160,33 +172,72 @@ def choose(records: list[dict], difficulty: dict[str, float], budgets: list[int]
         if pid in level_of:
             correct.setdefault((r["strategy"], int(r["budget"])), {})[pid] = bool(r.get("correct"))
     strategies = list(dict.fromkeys(s for s, _ in correct))  # in run order: cheaper ones first win ties
-    table: dict[int, dict[int, Choice]] = {}
-    accuracy: dict[int, dict[int, Any]] = {}
-    for level in LEVELS:
-        ids = sorted(p for p, lv in level_of.items() if lv == level)
-        table[level], accuracy[level] = {}, {}
-        for b in budgets:
-            keys = [(s, c) for c in budgets if c <= b for s in strategies if (s, c) in correct]
-
-            def best_of(on: list[str], keys=keys) -> tuple[str, int] | None:
-                return max(keys, key=lambda k: _acc(correct[k], on)) if keys else None  # first max wins ties
-
-            best = best_of(ids) or ("majority", b)
-            halves = (ids[0::2], ids[1::2])
-            cv = []
-            for pick, score in (halves, halves[::-1]):
-                if pick and score and keys:
-                    cv.append((_acc(correct[best_of(pick)], score), len(score)))
-            name, options = parse_variant(best[0])
-            table[level][b] = Choice(name, options, spend=best[1] if best[1] < b else None)
-            accuracy[level][b] = {
-                "chosen": best[0] if best[1] == b else f"{best[0]}@{best[1]}",
-                "accuracy": round(_acc(correct.get(best, {}), ids), 4),
-                "cross_validated": round(sum(a * n for a, n in cv) / max(1, sum(n for _, n in cv)), 4) if cv else None,
+    by_level = {lv: sorted(p for p, x in level_of.items() if x == lv) for lv in LEVELS}
+    halves = ({lv: ids[0::2] for lv, ids in by_level.items()}, {lv: ids[1::2] for lv, ids in by_level.items()})
+    table: dict[int, dict[int, Choice]] = {lv: {} for lv in LEVELS}
+    accuracy: dict[int, dict[int, Any]] = {lv: {} for lv in LEVELS}
+    selection: dict[int, Any] = {}
+    for b in budgets:
+        scored = {}
+        for rule, smaller in RULES:
+            keys = [(s, c) for c in budgets if (c <= b if smaller else c == b) for s in strategies if (s, c) in correct]
+            if keys:
+                scored[(rule, smaller)] = (keys, _cross_validate(rule, keys, correct, halves))
+        if not scored:
+            for lv in LEVELS:
+                table[lv][b] = Choice("majority")
+            continue
+        total = {k: _mean(cv.values()) for k, (_, cv) in scored.items()}
+        (rule, smaller) = max(total, key=lambda k: total[k])  # the first (simplest) wins ties
+        keys, cv = scored[(rule, smaller)]
+        picks = _fit(rule, keys, correct, by_level)
+        selection[b] = {
+            "rule": rule + (" (smaller budgets allowed)" if smaller else ""),
+            "cross_validated": {f"{r}{' +smaller' if sm else ''}": round(v, 4) for (r, sm), v in total.items()},
+        }
+        for lv, ids in by_level.items():
+            s, c = picks[lv]
+            name, options = parse_variant(s)
+            table[lv][b] = Choice(name, options, spend=c if c < b else None)
+            accuracy[lv][b] = {
+                "chosen": s if c == b else f"{s}@{c}",
+                "accuracy": round(_acc(correct[(s, c)], ids), 4),
+                "cross_validated": round(cv[lv][0] / cv[lv][1], 4) if cv[lv][1] else None,
                 "problems": len(ids),
-                "all": {s: round(_acc(correct[(s, c)], ids), 4) for s, c in keys if c == b},
+                "all": {k: round(_acc(correct[(k, x)], ids), 4) for k, x in correct if x == b},
             }
-    return Policy(model="", prm=None, samples=samples, thresholds=th, table=table, accuracy=accuracy)
+    policy = Policy(model="", prm=None, samples=samples, thresholds=th, table=table, accuracy=accuracy)
+    policy.selection = selection
+    return policy
+
+
+def _best(keys: list[tuple[str, int]], correct: dict, ids: list[str]) -> tuple[str, int]:
+    return max(keys, key=lambda k: _acc(correct[k], ids))  # the first maximum wins ties
+
+
+def _fit(rule: str, keys: list, correct: dict, train: dict[int, list[str]]) -> dict[int, tuple[str, int]]:
+    """The pick per level under `rule`, fitted on `train` (level -> problem ids)."""
+    if rule == "pooled":
+        best = _best(keys, correct, [p for ids in train.values() for p in ids])
+        return {lv: best for lv in train}
+    return {lv: _best(keys, correct, ids) for lv, ids in train.items()}
+
+
+def _cross_validate(rule: str, keys: list, correct: dict, halves: tuple[dict, dict]) -> dict[int, list[float]]:
+    """Level -> [right answers, problems] of `rule`'s picks made on one half and scored on the other."""
+    out = {lv: [0.0, 0] for lv in halves[0]}
+    for train, test in (halves, halves[::-1]):
+        picks = _fit(rule, keys, correct, train)
+        for lv, ids in test.items():
+            out[lv][0] += _acc(correct[picks[lv]], ids) * len(ids)
+            out[lv][1] += len(ids)
+    return out
+
+
+def _mean(cells) -> float:
+    cells = list(cells)
+    n = sum(c[1] for c in cells)
+    return sum(c[0] for c in cells) / n if n else 0.0
 
 
 def _acc(by_id: dict[str, bool], ids: list[str]) -> float:

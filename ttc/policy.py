@@ -68,6 +68,7 @@ class Policy:
     source: str = ""
     estimator: str = "mean_score"  # one of ESTIMATORS
     difficulty: dict = field(default_factory=dict)  # how well each estimator ranked the calibration problems
+    selection: dict = field(default_factory=dict)  # per budget: the rule that filled the table, and why
 
     def value(self, mean_score: float, agreement: float) -> float:
         return estimate_value(self.estimator, mean_score, agreement)
@@ -98,7 +99,8 @@ def load_policy(path: str | Path) -> Policy:
         raise UsageError(f"{path}: invalid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: a policy must be a YAML mapping")
-    known = {"model", "prm", "samples", "estimator", "thresholds", "table", "accuracy", "difficulty", "made_with"}
+    known = {"model", "prm", "samples", "estimator", "thresholds", "table", "accuracy", "difficulty", "selection"}
+    known.add("made_with")
     unknown = set(data) - known
     if unknown:
         raise UsageError(f"{path}: unknown key '{sorted(unknown)[0]}'")
@@ -159,6 +161,7 @@ def load_policy(path: str | Path) -> Policy:
         source=str(path),
         estimator=estimator,
         difficulty=data.get("difficulty") or {},
+        selection=data.get("selection") or {},
     )
 
 
@@ -185,6 +188,8 @@ def dump_policy(policy: Policy, path: str | Path, made_with: dict | None = None)
     }
     if policy.difficulty:
         data["difficulty"] = policy.difficulty
+    if policy.selection:
+        data["selection"] = policy.selection
     if made_with:
         data["made_with"] = made_with
     Path(path).parent.mkdir(parents=True, exist_ok=True)
