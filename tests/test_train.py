@@ -173,7 +173,7 @@ def test_tag_digits_name_the_value_each_step_should_show_and_are_learned_at_the_
     assert [[chr(t) for t in d] for d in tag_digit_targets("37+48-19", steps)] == [["8", "5"], ["6", "5"], ["6", "5"]]
     ids, targets, extra = with_tag_digits(collate([prm_example("37+48-19", steps)]), [("37+48-19", steps)])
     tags = (ids[0] == TAG_ID).nonzero().squeeze(1).tolist()
-    assert [[chr(t) for t in extra[0, p].tolist()] for p in tags] == [["8", "5"], ["6", "5"], ["6", "5"]]
+    assert [[chr(t) for t in extra[0, p, :2].tolist()] for p in tags] == [["8", "5"], ["6", "5"], ["6", "5"]]
     assert int((extra != IGNORE).sum()) == 6
     seed_everything(0)
     model = Llama(TINY)
@@ -187,3 +187,12 @@ def test_tag_digits_name_the_value_each_step_should_show_and_are_learned_at_the_
     for _ in range(5):
         train_step(model, model, opt, ids, targets, 3e-3, extra=extra, extra_weight=1.0)
     assert p_digit() > 2 * before
+
+
+def test_digit_flags_mark_where_a_written_result_leaves_the_true_one():
+    from ttc.train.data import digit_flags
+
+    steps = ["37+48=84", "84-19=65", "65+1=6", "\\boxed{6}"]  # 85 written 84; 65 right; 66 cut short to 6
+    ids, _ = prm_example("37+48-19+1", steps)
+    got = [(VOCAB.decode([ids[p]]), t) for p, t in digit_flags("37+48-19+1", steps)]
+    assert got == [("8", GOOD_ID), ("4", BAD_ID), ("6", GOOD_ID), ("5", GOOD_ID), ("6", BAD_ID)]

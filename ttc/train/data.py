@@ -142,6 +142,25 @@ def tag_digit_targets(problem: str, steps: list[str], n_tail: int = 2) -> list[l
     return out
 
 
+def digit_flags(problem: str, steps: list[str]) -> list[tuple[int, int]]:
+    """(token position, "+" or "-") at each result digit of each step of the PRM input: whether the result
+    written up to that digit still agrees with the step's own left side (at the last digit: whether it is
+    all of it). Learned there, beside the next digit, they put a local, fixed-offset comparison (the
+    digit just read against the one predicted a position earlier) where the model computes anyway; the
+    tag a few tokens on can then read the flag. Inference reads only the tags, so these cost nothing."""
+    pos = len(VOCAB.encode(PRM_TEMPLATE.format(problem=problem), add_bos=True))
+    out = []
+    for st in steps:
+        m = _OP_STEP.match(st)
+        if m and st.isascii():
+            true, written = str(apply_op(int(m.group(1)), m.group(2), int(m.group(3)))), m.group(4)
+            for k in range(len(written)):
+                ok = written == true if k == len(written) - 1 else written[: k + 1] == true[: k + 1]
+                out.append((pos + m.start(4) + k, GOOD_ID if ok else BAD_ID))
+        pos += len(st) + len(VOCAB.encode(STEP_TAG)) + len(STEP_DELIMITER)
+    return out
+
+
 def collate(examples: list[tuple], multiple: int = 16):
     """Right-pad to a common length (a multiple of `multiple`): ids (B, T) and targets (B, T), then, when
     the examples carry them, weights (B, T) and negative targets (B, T)."""

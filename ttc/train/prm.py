@@ -32,7 +32,7 @@ from .common import (
     train_step,
     validation_problems,
 )
-from .data import IGNORE, collate, prm_example, tag_digit_targets
+from .data import IGNORE, collate, digit_flags, prm_example, tag_digit_targets
 from .evaluate import solve
 from .formats import BAD_ID, GOOD_ID, TAG_ID, prm_tokens
 from .model import Llama
@@ -65,6 +65,7 @@ class PRMConfig:
     #                          should show (`tag_digit_targets`), with this weight; the score reads only
     #                          P(+)/(P(+)+P(-)) there, so the digits cost it nothing and give the tag the
     #                          true result to compare the written one with
+    digit_flags: bool = False  # also learn `digit_flags` at the result digits (weight: 1, or tag_digits)
     val_per_ops: int = 40  # validation problems per operator count (x4 samples) for AUROC
     eval_every: int = 250
     compile: bool = True
@@ -171,15 +172,21 @@ def corrupted_steps(problem: str, rng: random.Random) -> list[str]:
     return steps
 
 
-def with_tag_digits(batch: tuple, pairs: list[tuple[str, list[str]]]) -> tuple:
-    """(ids, targets) plus extra targets (B, T, 2): each tag's `tag_digit_targets`."""
+def with_tag_digits(batch: tuple, pairs: list[tuple[str, list[str]]], tags: bool = True, flags: bool = False):
+    """(ids, targets) plus extra targets (B, T, 3): each tag's `tag_digit_targets` (slots 0-1, with
+    `tags`) and the result digits' `digit_flags` (slot 2, with `flags`)."""
     ids, targets = batch[:2]
-    extra = torch.full((*ids.shape, 2), IGNORE, dtype=torch.long)
+    extra = torch.full((*ids.shape, 3), IGNORE, dtype=torch.long)
     for b, (p, steps) in enumerate(pairs):
-        tags = (ids[b] == TAG_ID).nonzero().squeeze(1).tolist()
-        for pos, digits in zip(tags, tag_digit_targets(p, steps)):
-            for a, tok in enumerate(digits):
-                extra[b, pos, a] = tok
+        if tags:
+            at = (ids[b] == TAG_ID).nonzero().squeeze(1).tolist()
+            for pos, digits in zip(at, tag_digit_targets(p, steps)):
+                for a, tok in enumerate(digits):
+                    extra[b, pos, a] = tok
+        if flags:
+            for pos, tok in digit_flags(p, steps):
+                if pos < ids.shape[1]:
+                    extra[b, pos, 2] = tok
     return ids, targets, extra
 
 
@@ -197,7 +204,9 @@ def _batches(cfg: PRMConfig, samples, stream, rng: random.Random):
         else:
             pairs = [samples[rng.randrange(len(samples))] for _ in range(cfg.batch)]
             batch = collate([prm_example(p, s, learn_results=learn) for p, s in pairs])
-        yield with_tag_digits(batch, pairs) if cfg.tag_digits > 0 else batch
+        if cfg.tag_digits > 0 or cfg.digit_flags:
+            batch = with_tag_digits(batch, pairs, tags=cfg.tag_digits > 0, flags=cfg.digit_flags)
+        yield batch
 
 
 def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=print) -> dict:
@@ -237,8 +246,9 @@ def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=
         weights = None
         if cfg.tag_weight != 1.0:
             weights = torch.where(ids == TAG_ID, cfg.tag_weight, 1.0)
+        extra_targets = extra[0] if extra else None
         loss = train_step(
-            fwd, model, opt, ids, targets, lr, weights, extra=extra[0] if extra else None, extra_weight=cfg.tag_digits
+            fwd, model, opt, ids, targets, lr, weights, extra=extra_targets, extra_weight=cfg.tag_digits or 1.0
         )
         if step % 50 == 0:
             log(f"  step {step} loss {loss:.4f} lr {lr:.2e} {tokens / max(clock(), 1e-9):.0f} tok/s [{clock():.0f}s]")
