@@ -104,10 +104,14 @@ def leader_is_settled(counts: list[int], confidence: float) -> bool:
 @strategy("adaptive", "majority vote in small waves, stopping once the leading answer is settled (Beta rule)")
 def adaptive(ctx: SolveContext) -> Result:
     """Sample waves of `wave` (default 4) solutions; after each, stop when `leader_is_settled` holds at
-    `confidence` (default 0.95) or the budget is spent. The unspent budget is left unspent."""
+    `confidence` or the budget is spent. The unspent budget is left unspent.
+
+    The default confidence, 0.8, was chosen on the built-in pair's calibration set (300 problems apart from
+    the shipped 500): at budget 64 it stopped after 12.5 samples on average at 56.3% (majority@64: 56.7%),
+    where 0.95 needed 25.7 for 57.7%. Ask for more with --opt confidence=0.95."""
     meter = Meter(ctx)
     wave = int(ctx.options.get("wave", 4))
-    confidence = float(ctx.options.get("confidence", 0.95))
+    confidence = float(ctx.options.get("confidence", 0.8))
     cands: list[Candidate] = []
     stopped = "budget"
     for w in range(ctx.budget):
