@@ -77,7 +77,8 @@ def test_final_beams_are_their_steps_and_their_scores_are_fresh(engine, prm, nam
 
 
 def test_prm_branches_evaluate_each_step_once(prm):
-    """Scoring along a search tree costs the prefix once plus each new step's tokens once, forks included."""
+    """Scoring along a search tree costs the prefix once plus each new step's tokens once, forks included;
+    the delimiter after a step's tag is paid only by branches that go on from it."""
     before = prm.usage.snapshot()
     sc = prm.scorer("12+7", max_live=8, max_tokens=64)
     kids = sc.fork(0, 3)
@@ -91,8 +92,10 @@ def test_prm_branches_evaluate_each_step_once(prm):
     sc.close()
     spent = prm.usage - before
     prefix = len(prm.engine.tokenize(prm.prefix("12+7")))
-    pieces = sum(len(prm.piece(s)[0]) for s in steps1 + steps2)
-    assert spent.prompt_tokens == prefix + pieces
+    heads = sum(prm.piece(s)[1] + 1 for s in steps1 + steps2)  # up to and with each tag
+    ids, at = prm.piece(steps1[0])
+    assert len(ids) > at + 1  # the delimiter after kids[0]'s tag: paid by its 3 continuations, by no pruned kid
+    assert spent.prompt_tokens == prefix + heads + 3 * (len(ids) - at - 1)
 
 
 @pytest.mark.parametrize("name", ["best-of-n", "weighted-best-of-n", "majority", "adaptive"])

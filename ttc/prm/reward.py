@@ -137,6 +137,8 @@ class MathShepherdPRM(RewardModel):
                 piece, at = self.piece(step)
                 pos.append(len(ids) + at)
                 ids.extend(piece)
+            if pos:
+                del ids[pos[-1] + 1 :]  # nothing after the last tag is read: the delimiter is not evaluated
             suffixes.append(ids)
             positions.append(pos)
         out = [[] for _ in solutions]
@@ -162,22 +164,36 @@ class MathShepherdPRM(RewardModel):
 
 
 class _ShepherdScorer(StepScorer):
+    """Step-wise scoring on branches. The tokens after a step's tag (the delimiter) are evaluated only with
+    the branch's next step: a branch that is pruned or ends never pays for them. The PRM reads the same
+    tokens either way."""
+
     def __init__(self, prm: MathShepherdPRM, bs: BranchSet):
         self.prm, self.bs = prm, bs
+        self.pending: dict[int, list[int]] = {}  # branch -> tokens after its last tag, not yet evaluated
 
     def fork(self, branch: int, k: int = 1) -> list[int]:
         with self.prm.charged():
-            return self.bs.fork(branch, k)
+            kids = self.bs.fork(branch, k)
+        for kid in kids:
+            self.pending[kid] = list(self.pending.get(branch, []))
+        return kids
 
     def drop(self, branches: Sequence[int]) -> None:
         self.bs.drop(branches)
+        for b in branches:
+            self.pending.pop(b, None)
 
     def add_steps(self, branches: Sequence[int], steps: Sequence[str]) -> list[float]:
-        pieces = [self.prm.piece(s) for s in steps]
+        texts, positions = [], []
+        for b, s in zip(branches, steps):
+            piece, at = self.prm.piece(s)
+            before = self.pending.get(b, [])
+            texts.append(before + piece[: at + 1])
+            positions.append([len(before) + at])
+            self.pending[b] = piece[at + 1 :]
         with self.prm.charged():
-            lps = self.bs.feed(
-                branches, [p for p, _ in pieces], [[at] for _, at in pieces], [self.prm.good_id, self.prm.bad_id]
-            )
+            lps = self.bs.feed(branches, texts, positions, [self.prm.good_id, self.prm.bad_id])
         return [two_way(lp[0][0], lp[0][1]) for lp in lps]
 
     def close(self) -> None:
