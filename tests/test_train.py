@@ -196,3 +196,17 @@ def test_digit_flags_mark_where_a_written_result_leaves_the_true_one():
     ids, _ = prm_example("37+48-19+1", steps)
     got = [(VOCAB.decode([ids[p]]), t) for p, t in digit_flags("37+48-19+1", steps)]
     assert got == [("8", GOOD_ID), ("4", BAD_ID), ("6", GOOD_ID), ("5", GOOD_ID), ("6", BAD_ID)]
+
+
+def test_check_drills_are_first_steps_right_or_off_by_ten_or_one():
+    from ttc.arith import check_steps, evaluate
+    from ttc.train.prm import drill_steps
+
+    rng = random.Random(0)
+    problems = generate_problems(200, ops=3, seed=7)
+    drills = [(p, drill_steps(p, rng)) for p in problems]
+    right = [check_steps(p, s, cumulative=True)[0] for p, s in drills]
+    assert 0.4 < sum(right) / len(right) < 0.6
+    for p, (step,) in drills:
+        lhs, shown = step.split("=")
+        assert p.startswith(lhs) and abs(int(shown) - evaluate(lhs)) in (0, 1, 10)
