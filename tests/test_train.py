@@ -166,12 +166,12 @@ def test_auroc_matches_pairwise_definition():
 
 
 def test_tag_digits_name_the_value_each_step_should_show_and_are_learned_at_the_tags():
-    from ttc.train.prm import with_tag_digits
+    from ttc.train.prm import with_extra_targets
 
     steps = ["37+48=84", "84-19=65", "\\boxed{66}"]
     # 37+48 is 85; 84-19 is 65 (right, given its own left side); the answer line should repeat 65
     assert [[chr(t) for t in d] for d in tag_digit_targets("37+48-19", steps)] == [["8", "5"], ["6", "5"], ["6", "5"]]
-    ids, targets, extra = with_tag_digits(collate([prm_example("37+48-19", steps)]), [("37+48-19", steps)])
+    ids, targets, extra = with_extra_targets(collate([prm_example("37+48-19", steps)]), [("37+48-19", steps)])
     tags = (ids[0] == TAG_ID).nonzero().squeeze(1).tolist()
     assert [[chr(t) for t in extra[0, p, :2].tolist()] for p in tags] == [["8", "5"], ["6", "5"], ["6", "5"]]
     assert int((extra != IGNORE).sum()) == 6
@@ -185,7 +185,7 @@ def test_tag_digits_name_the_value_each_step_should_show_and_are_learned_at_the_
 
     before = p_digit()
     for _ in range(5):
-        train_step(model, model, opt, ids, targets, 3e-3, extra=extra, extra_weight=1.0)
+        train_step(model, model, opt, ids, targets, 3e-3, extra=extra, extra_weights=(1.0, 1.0))
     assert p_digit() > 2 * before
 
 

@@ -73,11 +73,12 @@ def train_step(
     ul_weight: float = 1.0,
     clip: float = 1.0,
     extra=None,
-    extra_weight: float = 1.0,
+    extra_weights=(),
 ) -> float:
     """One AdamW step on the mean (optionally weighted) cross-entropy of the learned targets, plus
     `ul_weight` x the unlikelihood -log(1 - p(negative)) at positions with a negative target, plus
-    `extra_weight` x the cross-entropy of `extra` (B, T, A): more tokens learned at the same positions."""
+    the cross-entropy of `extra` (B, T, A), more tokens learned at the same positions, slot a weighted by
+    `extra_weights[a]`."""
     model.train()
     for g in opt.param_groups:
         g["lr"] = lr
@@ -94,10 +95,11 @@ def train_step(
         if rows.numel():
             p_neg = flat_logits[rows].float().softmax(-1).gather(1, neg[rows, None]).squeeze(1)
             total = total + ul_weight * -torch.log1p(-p_neg.clamp(max=1 - 1e-6)).sum()
-    if extra is not None and extra_weight > 0:
+    if extra is not None:
         ex = extra.reshape(-1, extra.shape[-1])
-        for a in range(ex.shape[1]):
-            total = total + extra_weight * F.cross_entropy(flat_logits, ex[:, a], ignore_index=IGNORE, reduction="sum")
+        for a, w in enumerate(extra_weights):
+            if w > 0:
+                total = total + w * F.cross_entropy(flat_logits, ex[:, a], ignore_index=IGNORE, reduction="sum")
     loss = total / (flat != IGNORE).sum().clamp(min=1)
     opt.zero_grad(set_to_none=True)
     loss.backward()

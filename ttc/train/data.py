@@ -108,21 +108,36 @@ def prm_example(problem: str, steps: list[str], learn_steps: bool = False, learn
             if targets[i] == IGNORE and ids[i + 1] not in (VOCAB.user_token_id("ки"), ord(" ")):
                 if ids[i] != VOCAB.user_token_id("ки"):
                     targets[i] = ids[i + 1]
-    if learn_results and all(st.isascii() for st in steps):
-        pos = len(VOCAB.encode(PRM_TEMPLATE.format(problem=problem), add_bos=True))
-        for st in steps:
-            m = _OP_STEP.match(st)
-            if m:
-                left, op, n, written = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
-                correct = str(apply_op(left, op, n))
-                eq = pos + m.start(4) - 1  # the "=" token
-                for k in range(len(correct)):
-                    if written[:k] != correct[:k] or eq + k >= len(ids):
-                        break
-                    if targets[eq + k] == IGNORE:
-                        targets[eq + k] = ord(correct[k])
-            pos += len(st) + len(VOCAB.encode(STEP_TAG)) + len(STEP_DELIMITER)
+    if learn_results:
+        for site in step_results(problem, steps):
+            if site is None or site[0] is None:
+                continue
+            start, written, correct = site
+            eq = start - 1  # the "=" token
+            for k in range(len(correct)):
+                if written[:k] != correct[:k] or eq + k >= len(ids):
+                    break
+                if targets[eq + k] == IGNORE:
+                    targets[eq + k] = ord(correct[k])
     return ids, targets
+
+
+def step_results(problem: str, steps: list[str]) -> list[tuple[int | None, str, str] | None]:
+    """Per step of a PRM input: (the index of its written result's first token, the written result, the
+    true value of the step's own left side), or None for a step that is not "a op b = c". Indices count one
+    token per character, so they are None unless every step is ASCII."""
+    pos = len(VOCAB.encode(PRM_TEMPLATE.format(problem=problem), add_bos=True))
+    exact = all(st.isascii() for st in steps)
+    out: list[tuple[int | None, str, str] | None] = []
+    for st in steps:
+        m = _OP_STEP.match(st)
+        if m:
+            true = str(apply_op(int(m.group(1)), m.group(2), int(m.group(3))))
+            out.append((pos + m.start(4) if exact else None, m.group(4), true))
+        else:
+            out.append(None)
+        pos += len(st) + len(VOCAB.encode(STEP_TAG)) + len(STEP_DELIMITER)
+    return out
 
 
 def tag_digit_targets(problem: str, steps: list[str], n_tail: int = 2) -> list[list[int]]:
@@ -131,11 +146,10 @@ def tag_digit_targets(problem: str, steps: list[str], n_tail: int = 2) -> list[l
     step before it shows. Learned at the tag as well as "+"/"-", they make the tag position compute the
     true result next to the written one, which is what a check compares. Empty where there is none."""
     out, last = [], None
-    for st in steps:
-        m = _OP_STEP.match(st)
-        if m:
-            value = str(apply_op(int(m.group(1)), m.group(2), int(m.group(3))))
-            last = m.group(4) if re.fullmatch(r"-?\d+", m.group(4)) else None
+    for site in step_results(problem, steps):
+        if site is not None:
+            value = site[2]
+            last = site[1] if re.fullmatch(r"-?\d+", site[1]) else None
         else:
             value, last = last, None
         out.append([ord(c) for c in value[-n_tail:]] if value else [])
@@ -148,16 +162,14 @@ def digit_flags(problem: str, steps: list[str]) -> list[tuple[int, int]]:
     all of it). Learned there, beside the next digit, they put a local, fixed-offset comparison (the
     digit just read against the one predicted a position earlier) where the model computes anyway; the
     tag a few tokens on can then read the flag. Inference reads only the tags, so these cost nothing."""
-    pos = len(VOCAB.encode(PRM_TEMPLATE.format(problem=problem), add_bos=True))
     out = []
-    for st in steps:
-        m = _OP_STEP.match(st)
-        if m and st.isascii():
-            true, written = str(apply_op(int(m.group(1)), m.group(2), int(m.group(3)))), m.group(4)
-            for k in range(len(written)):
-                ok = written == true if k == len(written) - 1 else written[: k + 1] == true[: k + 1]
-                out.append((pos + m.start(4) + k, GOOD_ID if ok else BAD_ID))
-        pos += len(st) + len(VOCAB.encode(STEP_TAG)) + len(STEP_DELIMITER)
+    for site in step_results(problem, steps):
+        if site is None or site[0] is None:
+            continue
+        start, written, true = site
+        for k in range(len(written)):
+            ok = written == true if k == len(written) - 1 else written[: k + 1] == true[: k + 1]
+            out.append((start + k, GOOD_ID if ok else BAD_ID))
     return out
 
 

@@ -66,7 +66,7 @@ class PRMConfig:
     #                          P(+)/(P(+)+P(-)) there, so the digits cost it nothing and give the tag the
     #                          true result to compare the written one with
     digit_flags: bool = False  # also learn `digit_flags` at the result digits
-    flag_weight: float = 3.0  # loss weight of the digit flags (of the tag digits: tag_digits)
+    flag_weight: float = 3.0  # loss weight of the digit flags
     check_drill: int = 0  # the first N steps drill checking: one-step solutions, half of them right and
     #                       half with the result off by 10 or by 1 (`drill_steps`), before the mixture
     val_per_ops: int = 40  # validation problems per operator count (x4 samples) for AUROC
@@ -175,7 +175,7 @@ def corrupted_steps(problem: str, rng: random.Random) -> list[str]:
     return steps
 
 
-def with_tag_digits(batch: tuple, pairs: list[tuple[str, list[str]]], tags: bool = True, flags: bool = False):
+def with_extra_targets(batch: tuple, pairs: list[tuple[str, list[str]]], tags: bool = True, flags: bool = False):
     """(ids, targets) plus extra targets (B, T, 3): each tag's `tag_digit_targets` (slots 0-1, with
     `tags`) and the result digits' `digit_flags` (slot 2, with `flags`)."""
     ids, targets = batch[:2]
@@ -188,8 +188,7 @@ def with_tag_digits(batch: tuple, pairs: list[tuple[str, list[str]]], tags: bool
                     extra[b, pos, a] = tok
         if flags:
             for pos, tok in digit_flags(p, steps):
-                if pos < ids.shape[1]:
-                    extra[b, pos, 2] = tok
+                extra[b, pos, 2] = tok
     return ids, targets, extra
 
 
@@ -211,7 +210,7 @@ def _batches(cfg: PRMConfig, samples, stream, rng: random.Random):
     for _ in range(cfg.check_drill):
         pairs = [(p, drill_steps(p, rng)) for p in (next(stream) for _ in range(cfg.batch))]
         batch = collate([prm_example(p, s, learn_results=learn) for p, s in pairs])
-        yield with_tag_digits(batch, pairs, tags=cfg.tag_digits > 0, flags=cfg.digit_flags)
+        yield with_extra_targets(batch, pairs, tags=cfg.tag_digits > 0, flags=cfg.digit_flags)
     while True:
         if rng.random() < cfg.correct_frac:
             pairs = [(p, solution_steps(p)) for p in (next(stream) for _ in range(cfg.batch))]
@@ -223,7 +222,7 @@ def _batches(cfg: PRMConfig, samples, stream, rng: random.Random):
             pairs = [samples[rng.randrange(len(samples))] for _ in range(cfg.batch)]
             batch = collate([prm_example(p, s, learn_results=learn) for p, s in pairs])
         if cfg.tag_digits > 0 or cfg.digit_flags:
-            batch = with_tag_digits(batch, pairs, tags=cfg.tag_digits > 0, flags=cfg.digit_flags)
+            batch = with_extra_targets(batch, pairs, tags=cfg.tag_digits > 0, flags=cfg.digit_flags)
         yield batch
 
 
@@ -257,6 +256,7 @@ def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=
     batches = _batches(cfg, samples, stream, rng)
     log(f"prm: {model.n_params():,} parameters, {cfg.steps} steps, config {json.dumps(asdict(cfg))}")
     history, tokens = [], 0
+    extra_weights = (cfg.tag_digits, cfg.tag_digits, cfg.flag_weight if cfg.digit_flags else 0.0)  # slots as batched
     for step in range(cfg.steps):
         ids, targets, *extra = next(batches)
         tokens += ids.numel()
@@ -264,8 +264,9 @@ def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=
         weights = None
         if cfg.tag_weight != 1.0:
             weights = torch.where(ids == TAG_ID, cfg.tag_weight, 1.0)
-        extra_targets, extra_weight = (extra[0] if extra else None), cfg.tag_digits or cfg.flag_weight
-        loss = train_step(fwd, model, opt, ids, targets, lr, weights, extra=extra_targets, extra_weight=extra_weight)
+        loss = train_step(
+            fwd, model, opt, ids, targets, lr, weights, extra=extra[0] if extra else None, extra_weights=extra_weights
+        )
         if step % 50 == 0:
             log(f"  step {step} loss {loss:.4f} lr {lr:.2e} {tokens / max(clock(), 1e-9):.0f} tok/s [{clock():.0f}s]")
         if (step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1:
