@@ -102,23 +102,22 @@ def _read(path: Path) -> list[dict]:
 def _difficulty(records: list[dict], top: int, k: int) -> dict[str, dict[str, float]]:
     """Problem id -> the estimator's first k samples' mean aggregated PRM score and answer agreement, and
     the pass rate of its other samples (the truth the estimate is checked against)."""
-    from .bench.run import grade_answer
+    from .bench.run import grade_answers
     from .record import Candidate
-    from .strategies.sampling import select_majority
+    from .strategies.adaptive import estimate_stats
 
     out = {}
     for r in records:
         if r["strategy"] == ESTIMATOR and int(r["budget"]) == top and r.get("candidates"):
             cands = [Candidate(**c) for c in r["candidates"]]
             first, rest = cands[:k], cands[k:]
-            _, votes = select_majority(first)
-            verdicts: dict[str | None, bool] = {}
-            for c in rest:
-                if c.answer not in verdicts:
-                    verdicts[c.answer] = bool(r.get("gold_answer")) and grade_answer(c.answer, str(r["gold_answer"]))
+            mean_score, agreement = estimate_stats(first)
+            gold = r.get("gold_answer")
+            answers = [c.answer for c in rest]
+            verdicts = grade_answers(answers, str(gold)) if gold else dict.fromkeys(answers, False)
             out[str(r["id"])] = {
-                "mean_score": sum(c.score or 0.0 for c in first) / len(first),
-                "agreement": max(votes["votes"].values(), default=0) / len(first),
+                "mean_score": mean_score,
+                "agreement": agreement,
                 "pass_rate": sum(verdicts[c.answer] for c in rest) / len(rest) if rest else None,
             }
     if not out:
@@ -206,9 +205,9 @@ def choose(records: list[dict], difficulty: dict[str, float], budgets: list[int]
                 "problems": len(ids),
                 "all": {k: round(_acc(correct[(k, x)], ids), 4) for k, x in correct if x == b},
             }
-    policy = Policy(model="", prm=None, samples=samples, thresholds=th, table=table, accuracy=accuracy)
-    policy.selection = selection
-    return policy
+    return Policy(
+        model="", prm=None, samples=samples, thresholds=th, table=table, accuracy=accuracy, selection=selection
+    )
 
 
 def _best(keys: list[tuple[str, int]], correct: dict, ids: list[str]) -> tuple[str, int]:

@@ -9,7 +9,6 @@ the raw mean score and the answer agreement, so a user sees whether the estimate
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -62,7 +61,7 @@ def check_dataset(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Predicted level and true pass rate per problem of a labeled dataset, and how well they agree."""
-    from .bench.run import grade_answer
+    from .bench.run import grade_answers
 
     if pass_samples < 1:
         raise UsageError(f"--pass-samples must be a positive integer, got {pass_samples}")
@@ -78,11 +77,7 @@ def check_dataset(
             t0 = time.monotonic()
             est = solver.difficulty(p.text, samples, None, seed, warn=not rows)
             result = solver.solve(p.text, "majority", pass_samples, seed=seed + PASS_SEED_OFFSET)
-            gold = extract_gold(p.gold)
-            verdicts: dict[str | None, bool] = {}
-            for c in result.candidates:
-                if c.answer not in verdicts:
-                    verdicts[c.answer] = grade_answer(c.answer, gold)
+            verdicts = grade_answers([result.answer, *(c.answer for c in result.candidates)], extract_gold(p.gold))
             passed = sum(verdicts[c.answer] for c in result.candidates)
             row = {
                 "id": p.id,
@@ -91,7 +86,7 @@ def check_dataset(
                 "mean_score": est["mean_score"],
                 "agreement": est["agreement"],
                 "pass_rate": round(passed / max(1, len(result.candidates)), 4),
-                "majority_correct": verdicts.get(result.answer, False),
+                "majority_correct": verdicts[result.answer],
                 **{k: v for k, v in p.difficulty.items()},
             }
             rows.append(row)
@@ -121,4 +116,4 @@ def check_dataset(
 
 def _neg(v: float | None) -> float | None:
     """A high score or agreement means easy: flip the sign so every rho is positive when it tracks difficulty."""
-    return None if v is None or math.isnan(v) else -v
+    return None if v is None else -v  # spearman gives None, never NaN, for a constant side

@@ -28,6 +28,9 @@ import yaml
 from .errors import UsageError
 
 LEVELS = (1, 2, 3, 4, 5)
+KEYS = (  # a policy file's keys
+    "model", "prm", "samples", "estimator", "thresholds", "table", "accuracy", "difficulty", "selection", "made_with",
+)  # fmt: skip
 # The difficulty statistics of k scored samples (higher: easier). The paper bins the mean final PRM score;
 # the share of samples agreeing with the most common answer is the PRM-free alternative; blend is their mean.
 ESTIMATORS = ("mean_score", "agreement", "blend")
@@ -80,6 +83,12 @@ class Policy:
                 return i + 1
         return len(self.thresholds) + 1
 
+    def plan(self, level: int, budget: int) -> tuple[Choice, int, int]:
+        """What `auto` does at this level and budget: the choice, the table budget it was made for, and
+        the generations spent in all (never fewer than the estimation samples, which are spent first)."""
+        choice, at = self.choose(level, budget)
+        return choice, at, max(min(self.samples, budget), choice.budget_for(budget, at))
+
     def choose(self, level: int, budget: int) -> tuple[Choice, int]:
         """The choice for this level at the largest calibrated budget not above `budget` (the smallest
         calibrated budget when `budget` is below all of them), and that budget."""
@@ -99,9 +108,7 @@ def load_policy(path: str | Path) -> Policy:
         raise UsageError(f"{path}: invalid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: a policy must be a YAML mapping")
-    known = {"model", "prm", "samples", "estimator", "thresholds", "table", "accuracy", "difficulty", "selection"}
-    known.add("made_with")
-    unknown = set(data) - known
+    unknown = set(data) - set(KEYS)
     if unknown:
         raise UsageError(f"{path}: unknown key '{sorted(unknown)[0]}'")
     for key in ("model", "samples", "thresholds", "table"):

@@ -193,13 +193,13 @@ class Solver:
         }
         if budget is not None and table.table:
             check_budget(budget)
-            choice, at = table.choose(est.level, budget)
+            choice, at, spend = table.plan(est.level, budget)
             out["auto_choice"] = {
                 "budget": budget,
                 "strategy": choice.strategy,
                 "options": choice.options,
                 "table_budget": at,
-                "spend": max(min(table.samples, budget), choice.budget_for(budget, at)),
+                "spend": spend,
             }
         return out
 

@@ -70,6 +70,11 @@ def grade_answer(answer: str | None, gold_answer: str) -> bool:
     return is_equivalent(answer, gold_answer)
 
 
+def grade_answers(answers, gold_answer: str) -> dict[str | None, bool]:
+    """Each distinct answer among `answers`, graded once (`grade_answer`)."""
+    return {a: grade_answer(a, gold_answer) for a in dict.fromkeys(answers)}
+
+
 def parse_budgets(text: str) -> list[int]:
     """'1,4,16' -> [1, 4, 16] (sorted, unique); a usage error for anything but positive integers."""
     out = set()

@@ -34,10 +34,15 @@ def estimate_difficulty(ctx: SolveContext, k: int, policy: Policy | None) -> Est
     difficulty; the answer agreement is reported beside it."""
     cands = sample_candidates(ctx, k, seed=ctx.seed + 104_729)
     score_candidates(ctx, cands)
+    mean, agreement = estimate_stats(cands)
+    return Estimate(mean, agreement, policy.level(policy.value(mean, agreement)) if policy else None, cands)
+
+
+def estimate_stats(cands: list[Candidate]) -> tuple[float, float]:
+    """The mean aggregated PRM score of scored candidates and the share giving the most common answer."""
     mean = sum(c.score or 0.0 for c in cands) / max(1, len(cands))
     _, votes = select_majority(cands)
-    agreement = max(votes["votes"].values(), default=0) / max(1, len(cands))
-    return Estimate(mean, agreement, policy.level(policy.value(mean, agreement)) if policy else None, cands)
+    return mean, max(votes["votes"].values(), default=0) / max(1, len(cands))
 
 
 def merge(choice: str, pool: list[Candidate]) -> tuple[str | None, dict]:
@@ -55,8 +60,7 @@ def auto(ctx: SolveContext) -> Result:
     meter = Meter(ctx)
     k = min(policy.samples, ctx.budget)
     est = estimate_difficulty(ctx, k, policy)
-    choice, table_budget = policy.choose(est.level, ctx.budget)
-    spend = max(k, choice.budget_for(ctx.budget, table_budget))  # the estimation samples are spent already
+    choice, table_budget, spend = policy.plan(est.level, ctx.budget)
     rest = spend - k
     pool = list(est.candidates)
     sub_generations = 0.0
