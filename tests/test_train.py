@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from ttc.train.model import Llama  # noqa: E402
 from ttc.train.prm import auroc  # noqa: E402
 from ttc.train.sample import generate  # noqa: E402
 
+MODELS = Path(__file__).resolve().parent.parent / "ttc" / "models"
 TINY = LlamaShape(n_vocab=VOCAB.size, n_embd=64, n_layer=2, n_head=2, n_head_kv=2, n_ff=128, n_ctx=512)
 
 
@@ -200,13 +203,54 @@ def test_digit_flags_mark_where_a_written_result_leaves_the_true_one():
 
 def test_check_drills_are_first_steps_right_or_off_by_ten_or_one():
     from ttc.arith import check_steps, evaluate
-    from ttc.train.prm import drill_steps
+    from ttc.train.prm import _drill_probes, drill_problem, drill_steps
 
     rng = random.Random(0)
-    problems = generate_problems(200, ops=3, seed=7)
+    skip = {"10+10+1", *generate_problems(50, ops=2, seed=3)}
+    problems = [drill_problem(rng, skip) for _ in range(600)]
+    assert not skip & set(problems) and len(set(problems)) > 590
+    probed = {lhs for _, lhs, _ in _drill_probes()}
+    assert len(probed) > 190 and not probed & {re.match(r"\d+[+-]\d+", p)[0] for p in problems}
     drills = [(p, drill_steps(p, rng)) for p in problems]
     right = [check_steps(p, s, cumulative=True)[0] for p, s in drills]
-    assert 0.4 < sum(right) / len(right) < 0.6
+    assert 0.28 < sum(right) / len(right) < 0.39
+    offs = set()
     for p, (step,) in drills:
         lhs, shown = step.split("=")
-        assert p.startswith(lhs) and abs(int(shown) - evaluate(lhs)) in (0, 1, 10)
+        a, b = (int(x) for x in re.split("[+-]", lhs))
+        assert p.startswith(lhs) and 10 <= a <= 99 and 10 <= b <= 99
+        offs.add(abs(int(shown) - evaluate(lhs)))
+    assert offs == {0, 1, 10}
+
+
+def test_drill_batches_flag_the_wrong_digit_and_teach_the_tag():
+    from ttc.train.prm import drill_batch
+
+    ids, targets, extra = drill_batch(32, random.Random(1), set())
+    assert ids.shape[0] == 32 and extra.shape == (*ids.shape, 3)
+    assert (extra[:, :, :2] == IGNORE).all()  # no tag digits in the drill
+    flags = extra[:, :, 2]
+    tags = targets[ids == TAG_ID]
+    assert set(tags.tolist()) == {GOOD_ID, BAD_ID}
+    for row in range(32):  # a right step's digits are all GOOD; a wrong one's turn BAD and stay BAD
+        bad_tag = (targets[row][ids[row] == TAG_ID] == BAD_ID).any().item()
+        seq = [t for t in flags[row].tolist() if t != IGNORE]
+        first_bad = seq.index(BAD_ID) if BAD_ID in seq else len(seq)
+        assert seq and seq[first_bad:] == [BAD_ID] * (len(seq) - first_bad)
+        assert (first_bad < len(seq)) == bad_tag
+
+
+def test_prm_training_runs_its_drill_then_stops_the_mixture_where_told(tmp_path):
+    from ttc.train.prm import PRMConfig, train_prm
+
+    torch.set_num_threads(2)
+    policy = load_gguf_model(MODELS / "tiny-arith-policy.gguf")  # ends its solutions, so sampling is quick
+    cfg = PRMConfig(
+        init="scratch", extra_layers=0, steps=6, stop_after=2, batch=4, sample_problems=2, samples_per_problem=1,
+        check_drill=3, digit_flags=True, val_per_ops=1, eval_every=1, compile=False,
+    )  # fmt: skip
+    rep = train_prm(cfg, policy, None, tmp_path, log=lambda _: None)
+    assert [(h["phase"], h["step"]) for h in rep["history"]] == [("drill", 3), ("step", 1), ("step", 2)]
+    assert rep["drill"]["steps"] == 3 and set(rep["drill"]) == {"steps", "off10", "off1"}
+    assert all((tmp_path / f"prm-{p}{s}.pt").is_file() for p, s in [("drill", 3), ("step", 1), ("step", 2)])
+    assert rep["selected"] in rep["history"] and (tmp_path / "prm-train.json").is_file()

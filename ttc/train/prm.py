@@ -13,6 +13,7 @@ Every `eval_every` steps the PRM's step-level AUROC is measured on validation sa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -67,8 +68,14 @@ class PRMConfig:
     #                          true result to compare the written one with
     digit_flags: bool = False  # also learn `digit_flags` at the result digits
     flag_weight: float = 3.0  # loss weight of the digit flags
-    check_drill: int = 0  # the first N steps drill checking: one-step solutions, half of them right and
-    #                       half with the result off by 10 or by 1 (`drill_steps`), before the mixture
+    check_drill: int = 0  # before the mixture, up to N steps that drill checking (`drill_batch`): one-step
+    #                       solutions, a third right, a third off by 10, a third off by 1, with the digit
+    #                       flags, on their own optimizer at a constant `drill_lr` (after 20 warmup steps);
+    #                       it stops once `drill_check` reaches `drill_target` (checked every 100 steps)
+    drill_lr: float = 7e-4
+    drill_target: float = 0.99
+    stop_after: int = 0  # > 0: stop the mixture after this many steps of its `steps`-step schedule (a
+    #                      later checkpoint of a longer run is never needed, so it is never trained)
     val_per_ops: int = 40  # validation problems per operator count (x4 samples) for AUROC
     eval_every: int = 250
     compile: bool = True
@@ -192,25 +199,74 @@ def with_extra_targets(batch: tuple, pairs: list[tuple[str, list[str]]], tags: b
     return ids, targets, extra
 
 
+DRILL_WARMUP, DRILL_CHECK_EVERY, DRILL_PROBES = 20, 100, 200
+
+
 def drill_steps(problem: str, rng: random.Random) -> list[str]:
-    """The problem's first step alone: right, or (half the time) with its result off by 10 or by 1, the
-    policy's commonest slips. Balanced, one-step examples on which checking is learned within about 1,000
-    steps once the digit flags are on (measured: the tag's one-step AUROC goes from 0.52 to 1.0)."""
+    """The problem's first step alone: right a third of the time, else its result off by 10 or by 1, the
+    policy's commonest slips."""
     first, rest = parse_problem(problem)
     op, n = rest[0]
-    value = apply_op(first, op, n) + (rng.choice((-10, 10, -1, 1)) if rng.random() < 0.5 else 0)
-    return [f"{first}{op}{n}={value}"]
+    return [f"{first}{op}{n}={apply_op(first, op, n) + rng.choice((0, 0, 10, -10, 1, -1))}"]
+
+
+@functools.cache
+def _drill_probes(seed: int = 5) -> list[tuple[str, str, int]]:
+    """(problem, first step's left side, its value) of the fixed one-step probes of `drill_check`."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(DRILL_PROBES):
+        a, b, op = rng.randint(10, 99), rng.randint(10, 99), rng.choice("+-")
+        out.append((f"{a}{op}{b}+{rng.randint(1, 99)}", f"{a}{op}{b}", apply_op(a, op, b)))
+    return out
+
+
+def drill_problem(rng: random.Random, skip: set[str]) -> str:
+    """A two-operator problem whose first two operands have two digits (the step the drill shows carries
+    across a ten, or borrows, most of the time); never one in `skip` (held-out and validation problems),
+    and never one whose first step is one of `drill_check`'s probes."""
+    probed = {lhs for _, lhs, _ in _drill_probes()}
+    while True:
+        a, b, c = rng.randint(10, 99), rng.randint(10, 99), rng.randint(1, 99)
+        lhs = f"{a}{rng.choice('+-')}{b}"
+        p = f"{lhs}{rng.choice('+-')}{c}"
+        if p not in skip and lhs not in probed:
+            return p
+
+
+def drill_batch(size: int, rng: random.Random, skip: set[str]):
+    """(ids, targets, extra) of `size` drills: the tag learns "+" or "-", the result digits are learned up
+    to the first wrong one, and each written digit learns its `digit_flags`. Balanced and one step long,
+    these teach checking (`drill_check` from about 0.5 to 1.0), which the mixture of policy samples
+    alone does not."""
+    pairs = [(p, drill_steps(p, rng)) for p in (drill_problem(rng, skip) for _ in range(size))]
+    return with_extra_targets(collate([prm_example(p, s, learn_results=True) for p, s in pairs]), pairs, False, True)
+
+
+def drill_check(model) -> dict[str, float]:
+    """The tag's AUROC on fixed one-step probes (each right, off by 10 and off by 1; no drill shows their
+    first steps), separately for off-by-10 and off-by-1: whether the PRM checks a single step. Learning
+    this is a sudden transition after a plateau of hundreds of steps whose length varies from run to run,
+    which is why the drill runs until this says it happened rather than for a fixed count."""
+    rng = random.Random(6)
+    problems, solutions, kinds = [], [], []
+    for p, lhs, value in _drill_probes():
+        for d, kind in ((0, "ok"), (rng.choice((-10, 10)), "off10"), (rng.choice((-1, 1)), "off1")):
+            problems.append(p)
+            solutions.append([f"{lhs}={value + d}"])
+            kinds.append(kind)
+    scores = [s[0] for s in prm_step_scores(model, problems, solutions)]
+    out = {}
+    for kind in ("off10", "off1"):
+        idx = [i for i, k in enumerate(kinds) if k in ("ok", kind)]
+        out[kind] = round(auroc([scores[i] for i in idx], [kinds[i] == "ok" for i in idx]), 4)
+    return out
 
 
 def _batches(cfg: PRMConfig, samples, stream, rng: random.Random):
-    """Endless batches: first `check_drill` batches of `drill_steps`, then policy samples (labels at tags)
-    or correct solutions (steps learned too); with `tag_digits` or `digit_flags`, each batch also carries
-    those targets."""
+    """Endless mixture batches: policy samples (labels at tags) or correct solutions (steps learned too)
+    or corrupted ones; with `tag_digits` or `digit_flags`, each batch also carries those targets."""
     learn = cfg.learn_results and cfg.learn_tokens  # result digits on policy samples and corrupted solutions
-    for _ in range(cfg.check_drill):
-        pairs = [(p, drill_steps(p, rng)) for p in (next(stream) for _ in range(cfg.batch))]
-        batch = collate([prm_example(p, s, learn_results=learn) for p, s in pairs])
-        yield with_extra_targets(batch, pairs, tags=cfg.tag_digits > 0, flags=cfg.digit_flags)
     while True:
         if rng.random() < cfg.correct_frac:
             pairs = [(p, solution_steps(p)) for p in (next(stream) for _ in range(cfg.batch))]
@@ -251,13 +307,38 @@ def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=
         for p in [model.tok_embd.weight, *(q for b in model.blocks[: cfg.freeze_layers] for q in b.parameters())]:
             p.requires_grad_(False)
     fwd = maybe_compile(model, cfg.compile)
-    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     rng = random.Random(cfg.seed)
-    batches = _batches(cfg, samples, stream, rng)
-    log(f"prm: {model.n_params():,} parameters, {cfg.steps} steps, config {json.dumps(asdict(cfg))}")
+    n_steps = min(cfg.steps, cfg.stop_after) if cfg.stop_after > 0 else cfg.steps
+    log(f"prm: {model.n_params():,} parameters, {cfg.check_drill} drill + {n_steps} steps")
+    log(f"prm: config {json.dumps(asdict(cfg))}")
     history, tokens = [], 0
+
+    def evaluate(tag: str, step: int) -> None:
+        ev = evaluate_prm(model, val_samples)
+        ck = out / f"prm-{tag}{step}.pt"
+        save_checkpoint(ck, model, {"config": asdict(cfg), "phase": tag, "step": step, "val": ev})
+        history.append({"phase": tag, "step": step, **ev, "path": str(ck)})
+        log(f"  eval {tag} {step}: step AUROC {ev['step_auroc']:.4f} on {ev['steps']} steps ({ev['bad_steps']} bad)")
+
+    if cfg.check_drill:
+        opt = make_optimizer(model, cfg.drill_lr, cfg.weight_decay)
+        drill_weights = (0.0, 0.0, cfg.flag_weight)
+        for step in range(cfg.check_drill):
+            ids, targets, extra = drill_batch(cfg.batch, rng, exclude)
+            tokens += ids.numel()
+            lr = cfg.drill_lr * min(1.0, (step + 1) / DRILL_WARMUP)
+            loss = train_step(fwd, model, opt, ids, targets, lr, None, extra=extra, extra_weights=drill_weights)
+            if (step + 1) % DRILL_CHECK_EVERY == 0 or step == cfg.check_drill - 1:
+                check = drill_check(model)
+                log(f"  drill {step + 1} loss {loss:.4f} one-step AUROC {check} [{clock():.0f}s]")
+                if min(check.values()) >= cfg.drill_target:
+                    break
+        drill_report = {"steps": step + 1, **check}
+        evaluate("drill", step + 1)
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    batches = _batches(cfg, samples, stream, rng)
     extra_weights = (cfg.tag_digits, cfg.tag_digits, cfg.flag_weight if cfg.digit_flags else 0.0)  # slots as batched
-    for step in range(cfg.steps):
+    for step in range(n_steps):
         ids, targets, *extra = next(batches)
         tokens += ids.numel()
         lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_frac)
@@ -269,19 +350,14 @@ def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=
         )
         if step % 50 == 0:
             log(f"  step {step} loss {loss:.4f} lr {lr:.2e} {tokens / max(clock(), 1e-9):.0f} tok/s [{clock():.0f}s]")
-        if (step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1:
-            ev = evaluate_prm(model, val_samples)
-            ck = out / f"prm-step{step + 1}.pt"
-            save_checkpoint(ck, model, {"config": asdict(cfg), "step": step + 1, "val": ev})
-            history.append({"step": step + 1, **ev, "path": str(ck)})
-            log(
-                f"  eval step {step + 1}: step AUROC {ev['step_auroc']:.4f} on {ev['steps']} steps "
-                f"({ev['bad_steps']} bad) [{clock():.0f}s]"
-            )
+        if (step + 1) % cfg.eval_every == 0 or step == n_steps - 1:
+            evaluate("step", step + 1)
     best = max(history, key=lambda h: (h["step_auroc"] if h["step_auroc"] == h["step_auroc"] else -1, h["step"]))
-    log(f"prm: selected step {best['step']} (AUROC {best['step_auroc']:.4f})")
+    log(f"prm: selected {best['phase']} {best['step']} (AUROC {best['step_auroc']:.4f})")
     log(f"prm: trained in {clock():.0f}s wall, {clock.cpu():.0f}s CPU, {tokens:,} tokens")
     report = {"selected": best, "history": history, "tokens": tokens}
+    if cfg.check_drill:
+        report["drill"] = drill_report
     report.update(train_seconds=clock(), cpu_seconds=clock.cpu())
     (out / "prm-train.json").write_text(json.dumps(report, indent=1))
     return report
