@@ -211,21 +211,28 @@ def drill_steps(problem: str, rng: random.Random) -> list[str]:
 
 
 @functools.cache
-def _drill_probes(seed: int = 5) -> list[tuple[str, str, int]]:
-    """(problem, first step's left side, its value) of the fixed one-step probes of `drill_check`."""
-    rng = random.Random(seed)
-    out = []
+def _drill_probes() -> tuple[tuple[str, ...], tuple[tuple[str], ...], tuple[str, ...], frozenset[str]]:
+    """The fixed one-step probes of `drill_check`: problems, one-step solutions (each problem right, off by
+    10 and off by 1), their kinds ("ok", "off10", "off1"), and the probed first steps' left sides."""
+    rng, off = random.Random(5), random.Random(6)
+    bases = []
     for _ in range(DRILL_PROBES):
         a, b, op = rng.randint(10, 99), rng.randint(10, 99), rng.choice("+-")
-        out.append((f"{a}{op}{b}+{rng.randint(1, 99)}", f"{a}{op}{b}", apply_op(a, op, b)))
-    return out
+        bases.append((f"{a}{op}{b}+{rng.randint(1, 99)}", f"{a}{op}{b}", apply_op(a, op, b)))
+    problems, solutions, kinds = [], [], []
+    for p, lhs, value in bases:
+        for d, kind in ((0, "ok"), (off.choice((-10, 10)), "off10"), (off.choice((-1, 1)), "off1")):
+            problems.append(p)
+            solutions.append((f"{lhs}={value + d}",))
+            kinds.append(kind)
+    return tuple(problems), tuple(solutions), tuple(kinds), frozenset(lhs for _, lhs, _ in bases)
 
 
 def drill_problem(rng: random.Random, skip: set[str]) -> str:
     """A two-operator problem whose first two operands have two digits (the step the drill shows carries
     across a ten, or borrows, most of the time); never one in `skip` (held-out and validation problems),
     and never one whose first step is one of `drill_check`'s probes."""
-    probed = {lhs for _, lhs, _ in _drill_probes()}
+    probed = _drill_probes()[3]
     while True:
         a, b, c = rng.randint(10, 99), rng.randint(10, 99), rng.randint(1, 99)
         lhs = f"{a}{rng.choice('+-')}{b}"
@@ -248,14 +255,8 @@ def drill_check(model) -> dict[str, float]:
     first steps), separately for off-by-10 and off-by-1: whether the PRM checks a single step. Learning
     this is a sudden transition after a plateau of hundreds of steps whose length varies from run to run,
     which is why the drill runs until this says it happened rather than for a fixed count."""
-    rng = random.Random(6)
-    problems, solutions, kinds = [], [], []
-    for p, lhs, value in _drill_probes():
-        for d, kind in ((0, "ok"), (rng.choice((-10, 10)), "off10"), (rng.choice((-1, 1)), "off1")):
-            problems.append(p)
-            solutions.append([f"{lhs}={value + d}"])
-            kinds.append(kind)
-    scores = [s[0] for s in prm_step_scores(model, problems, solutions)]
+    problems, solutions, kinds, _ = _drill_probes()
+    scores = [s[0] for s in prm_step_scores(model, list(problems), [list(x) for x in solutions])]
     out = {}
     for kind in ("off10", "off1"):
         idx = [i for i, k in enumerate(kinds) if k in ("ok", kind)]
@@ -326,7 +327,7 @@ def train_prm(cfg: PRMConfig, policy: Llama, init: Llama | None, out: Path, log=
         for step in range(cfg.check_drill):
             ids, targets, extra = drill_batch(cfg.batch, rng, exclude)
             tokens += ids.numel()
-            lr = cfg.drill_lr * min(1.0, (step + 1) / DRILL_WARMUP)
+            lr = lr_at(step, cfg.check_drill, cfg.drill_lr, DRILL_WARMUP, 1.0)  # constant after the warmup
             loss = train_step(fwd, model, opt, ids, targets, lr, None, extra=extra, extra_weights=drill_weights)
             if (step + 1) % DRILL_CHECK_EVERY == 0 or step == cfg.check_drill - 1:
                 check = drill_check(model)
