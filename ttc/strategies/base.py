@@ -130,11 +130,19 @@ class Meter:
         self.policy0 = ctx.policy.usage.snapshot()
         self.prm0 = ctx.prm.usage.snapshot() if ctx.prm is not None else Usage()
 
-    def spent(self, generations: float) -> Spent:
+    def _usage(self) -> tuple[Usage, Usage]:
         pol = self.ctx.policy.usage - self.policy0
         prm = (self.ctx.prm.usage - self.prm0) if self.ctx.prm is not None else Usage()
         if self.ctx.prm is not None and self.ctx.prm.engine is self.ctx.policy:
             pol = pol - prm  # self-judging: take the PRM's share out of the policy's counts
+        return pol, prm
+
+    def generated(self) -> int:
+        """Policy tokens generated so far."""
+        return self._usage()[0].generated_tokens
+
+    def spent(self, generations: float) -> Spent:
+        pol, prm = self._usage()
         n_pol = self.ctx.policy.info.n_params
         n_prm = self.ctx.prm.engine.info.n_params if self.ctx.prm is not None else 0
         return Spent(

@@ -7,7 +7,18 @@ once on the PRM. Finished branches (end of generation, or out of tokens) become 
 chosen among them by weighted vote of their aggregated scores (`select`, option: weighted | best | majority).
 
 Spend is counted, not assumed: generation-equivalents = policy tokens generated / mean tokens of a
-finished solution.
+finished solution. Two rules keep every search within its budget on every problem, not just on average:
+
+- Slots. A search starts with K branches (K = the budget, or fewer where lookahead's rollouts need room)
+  and each branch that finishes takes its slot with it: the live set shrinks, it is never refilled. So the
+  search ends with exactly K candidates, and every step it generated is a step of some candidate or of a
+  branch it pruned.
+- Commits. Pruning long branches and forking short ones could still make the tokens generated exceed K
+  candidates' worth. Before a selection is carried out, `Search.commit` checks the credit
+  (budget / K) x (tokens of all K slots' branches) - (policy tokens generated so far), which stepping never
+  lowers; where the selection would leave it negative, the fewest of its extra copies are swapped back for
+  the longest branches it pruned until the credit is not. Lookahead's rollouts are paid from that credit.
+  With credit >= 0 at the end, generations = tokens / (candidates' tokens / K) <= the budget.
 """
 
 from __future__ import annotations
@@ -57,17 +68,27 @@ def width_for(ctx: SolveContext, default: int = 4) -> tuple[int, int]:
 
 
 class Search:
-    """Policy branches and PRM branches kept in step."""
+    """Policy branches and PRM branches kept in step, and the budget they are spent from."""
 
-    def __init__(self, ctx: SolveContext, n_live: int):
+    def __init__(self, ctx: SolveContext, meter: Meter, n_live: int, slots: int):
         if ctx.prm is None:
             raise UsageError("this strategy needs a reward model: configure prm in the preset")
-        self.ctx = ctx
+        self.ctx, self.meter = ctx, meter
         self.max_tokens = ctx.sampling.max_tokens
         self.policy = ctx.policy.branches(ctx.prompt(), max_live=n_live, max_tokens=self.max_tokens)
         self.prm = ctx.prm.scorer(ctx.problem, max_live=n_live, max_tokens=self.max_tokens)
         self.delim = ctx.preset.step_delimiter
         self.step_seed = 0
+        self.slots = slots  # candidates the search ends with
+        self.allowance = ctx.budget / slots  # generation-equivalents per slot
+        self.done_tokens = 0  # tokens of the finished branches
+        self.swaps = 0  # selections' copies swapped back for pruned branches (see `commit`)
+
+    def credit(self, live: list[Beam], tokens: float | None = None) -> float:
+        """Tokens the search may still generate beyond its slots' own: allowance x (tokens of finished and
+        live branches, or `tokens` for a proposed live set) - policy tokens generated so far."""
+        held = sum(b.tokens for b in live) if tokens is None else tokens
+        return self.allowance * (self.done_tokens + held) - self.meter.generated()
 
     def start(self, k: int, groups: int = 1) -> list[Beam]:
         pids, sids = self.policy.fork(0, k), self.prm.fork(0, k)
@@ -82,9 +103,32 @@ class Search:
         pids, sids = self.policy.fork(beam.pid, k - 1), self.prm.fork(beam.sid, k - 1)
         return [beam] + [beam.copy(p, s) for p, s in zip(pids, sids)]
 
-    def rounds(self, live: list[Beam], advance) -> list[Beam]:
-        """Step all live beams, set finished ones aside, let `advance` choose the next live set; repeat
-        until none is live or `max_steps` (option, default 40) rounds. Returns every finished beam."""
+    def commit(self, live: list[Beam], counts: list[int]) -> list[Beam]:
+        """Carry out a selection: beam i of `live` goes on as `counts[i]` copies (0: pruned). The copies
+        add up to len(live), so the slots stay as they are. Where the selection would leave the credit
+        negative (it keeps shorter branches than it prunes), the extra copies of the shortest branches are
+        swapped back for the longest pruned ones until it does not; keeping every branch once restores the
+        credit from before the selection, so this always ends."""
+        counts = list(counts)
+        assert sum(counts) == len(live), "a selection keeps the number of live branches"
+        credit = self.credit(live, sum(k * b.tokens for b, k in zip(live, counts)))
+        if credit < 0:
+            pruned = sorted((i for i, k in enumerate(counts) if k == 0), key=lambda i: -live[i].tokens)
+            extras = sorted((i for i, k in enumerate(counts) for _ in range(k - 1)), key=lambda i: live[i].tokens)
+            for p, e in zip(pruned, extras):
+                gain = live[p].tokens - live[e].tokens
+                if credit >= 0 or gain <= 0:
+                    break
+                counts[p], counts[e] = 1, counts[e] - 1
+                credit += self.allowance * gain
+                self.swaps += 1
+        self.drop([b for b, k in zip(live, counts) if k == 0])
+        return [c for b, k in zip(live, counts) if k for c in self.fork(b, k)]
+
+    def rounds(self, live: list[Beam], choose) -> list[Beam]:
+        """Step all live beams, set finished ones aside, let `choose` say how many copies of each live beam
+        go on (`commit` carries it out); repeat until none is live or `max_steps` (option, default 40)
+        rounds. Returns every finished beam, one per slot."""
         finished: list[Beam] = []
         for _ in range(int(self.ctx.options.get("max_steps", 40))):
             if not live:
@@ -92,7 +136,7 @@ class Search:
             self.step(live)
             live = self.retire(live, finished)
             if live:
-                live = advance(live)
+                live = self.commit(live, choose(live))
         for b in live:
             b.done = b.done or "length"
         return finished + live
@@ -101,6 +145,7 @@ class Search:
         """Move finished beams to `finished`, freeing their sequences; return the live ones."""
         done = [b for b in beams if b.done]
         finished += done
+        self.done_tokens += sum(b.tokens for b in done)
         self.drop(done)
         return [b for b in beams if not b.done]
 
@@ -109,8 +154,8 @@ class Search:
             self.policy.drop([b.pid for b in beams])
             self.prm.drop([b.sid for b in beams])
 
-    def step(self, beams: list[Beam], temperature: float | None = None) -> None:
-        """Extend each beam by one step and score it; mark beams that finished."""
+    def step(self, beams: list[Beam], temperature: float | None = None, cap: int | None = None) -> None:
+        """Extend each beam by one step (at most `cap` tokens each) and score it; mark beams that finished."""
         if not beams:
             return
         room = max(1, min(self.max_tokens - b.tokens for b in beams))
@@ -118,7 +163,7 @@ class Search:
             temperature=self.ctx.sampling.temperature if temperature is None else temperature,
             top_p=self.ctx.sampling.top_p,
             top_k=self.ctx.sampling.top_k,
-            max_tokens=room,
+            max_tokens=room if cap is None else min(room, cap),
             stop=(self.delim,) if self.delim else (),
             include_stop=True,
             seed=self.ctx.seed * 1_000_003 + self.step_seed,
@@ -161,31 +206,47 @@ def _finish(ctx: SolveContext, name: str, meter: Meter, search: Search, finished
         raise UsageError(f"unknown selection '{ctx.options.get('select')}' (known: {', '.join(SELECTORS)})")
     answer, sel = select(cands)
     details.update(sel)
-    spent_tokens = ctx.policy.usage.generated_tokens - meter.policy0.generated_tokens
+    details["budget_swaps"] = search.swaps
     solution_tokens = sum(c.tokens for c in cands) / max(1, len(cands))
-    generations = spent_tokens / max(1.0, solution_tokens)
+    generations = meter.generated() / max(1.0, solution_tokens)
     return make_result(ctx, name, meter, cands, answer, generations=generations, details=details)
+
+
+def keep_best(members: list[Beam], values: dict[int, float], width: int) -> list[int]:
+    """Copies of each member (in order) for a group of live beams: the best ceil(len / width) by value go
+    on `width` times each, the last of them only as often as the group's slots allow."""
+    order = sorted(range(len(members)), key=lambda i: -values[id(members[i])])
+    counts = [0] * len(members)
+    left = len(members)
+    for i in order:
+        if left <= 0:
+            break
+        counts[i] = min(width, left)
+        left -= counts[i]
+    return counts
 
 
 def tree_search(ctx: SolveContext, name: str, groups: int, keep_per_group: int, width: int, lookahead: int = 0):
     """Beam search (one group, keep N/M) and DVTS (N/M groups, keep 1 each): every round, extend all live
-    beams one step, move finished ones aside, keep the best `keep_per_group` of each group by last-step
-    score (after `lookahead` greedy steps when asked), and expand each kept beam `width` times."""
+    beams one step, move finished ones aside, keep the best of each group by last-step score (after
+    `lookahead` greedy steps when asked) and expand each kept beam `width` times. A group's live beams
+    are as many as its slots not yet finished: keep_per_group x width at first, one fewer for each beam of
+    it that finished."""
     meter = Meter(ctx)
     n = groups * keep_per_group * width
-    search = Search(ctx, n_live=(2 * n if lookahead else n) + 1)  # lookahead rolls out a copy of each beam
+    search = Search(ctx, meter, n_live=(2 * n if lookahead else n) + 1, slots=n)  # lookahead rolls out copies
 
-    def select(live: list[Beam]) -> list[Beam]:
+    def choose(live: list[Beam]) -> list[int]:
         values = _lookahead_values(search, live, lookahead) if lookahead else {id(b): b.scores[-1] for b in live}
-        kept: list[Beam] = []
+        counts = [0] * len(live)
         for g in range(groups):
-            members = sorted((b for b in live if b.group == g), key=lambda b: -values[id(b)])
-            kept += members[:keep_per_group]
-            search.drop(members[keep_per_group:])
-        return [c for b in kept for c in search.fork(b, width)]
+            idx = [i for i, b in enumerate(live) if b.group == g]
+            for i, k in zip(idx, keep_best([live[i] for i in idx], values, width)):
+                counts[i] = k
+        return counts
 
     try:
-        finished = search.rounds(search.start(n, groups), select)
+        finished = search.rounds(search.start(n, groups), choose)
         details = {"width": width, "groups": groups, "kept_per_group": keep_per_group, "lookahead": lookahead}
         return _finish(ctx, name, meter, search, finished, details)
     finally:
@@ -194,7 +255,9 @@ def tree_search(ctx: SolveContext, name: str, groups: int, keep_per_group: int, 
 
 def _lookahead_values(search: Search, live: list[Beam], k: int) -> dict[int, float]:
     """Score each beam by rolling a copy forward k steps at temperature 0 and reading the last step's
-    score (the rollouts are real generation and count against the budget); copies are then dropped."""
+    score (the rollouts are real generation and count against the budget); copies are then dropped. A
+    rollout step is cut to what the search's credit can pay for, and where it cannot pay for one token
+    per copy the rollouts stop there."""
     copies = []
     for b in live:
         copy = search.fork(b, 2)[1]
@@ -202,9 +265,10 @@ def _lookahead_values(search: Search, live: list[Beam], k: int) -> dict[int, flo
     rolling = [c for _, c in copies]
     for _ in range(k):
         active = [c for c in rolling if not c.done]
-        if not active:
+        cap = int(search.credit(live) // max(1, len(active)))
+        if not active or cap < 1:
             break
-        search.step(active, temperature=0.0)
+        search.step(active, temperature=0.0, cap=cap)
     values = {id(b): c.scores[-1] for b, c in copies}
     search.drop([c for _, c in copies])
     return values
@@ -246,20 +310,18 @@ def particle_filter(ctx: SolveContext) -> Result:
     """Sequential Monte Carlo over steps: each step, extend every live particle, weight it by its new step's
     score turned into a likelihood (softmax of logit(score) / temperature, option `pf_temperature`, default
     1), and resample the live particles with replacement (systematic resampling). Finished particles are set
-    aside; the answer is chosen among them as in the other searches."""
+    aside (each takes its slot with it); the answer is chosen among them as in the other searches."""
     meter = Meter(ctx)
     n = ctx.budget
     temp = float(ctx.options.get("pf_temperature", 1.0))
     rng = random.Random(ctx.seed)
-    search = Search(ctx, n_live=n + 1)
+    search = Search(ctx, meter, n_live=n + 1, slots=n)
 
-    def resample(live: list[Beam]) -> list[Beam]:
+    def resample(live: list[Beam]) -> list[int]:
         logits = [_logit(b.scores[-1]) / temp for b in live]
         m = max(logits)
         picks = _systematic([math.exp(x - m) for x in logits], len(live), rng)
-        counts = [picks.count(i) for i in range(len(live))]
-        search.drop([b for b, c in zip(live, counts) if c == 0])
-        return [c for b, k in zip(live, counts) if k for c in search.fork(b, k)]
+        return [picks.count(i) for i in range(len(live))]
 
     try:
         finished = search.rounds(search.start(n), resample)
