@@ -134,6 +134,26 @@ def test_prm_branches_evaluate_each_step_once(prm):
     assert spent.prompt_tokens == prefix + heads + 3 * (len(ids) - at - 1)
 
 
+def test_a_tag_that_separates_steps_costs_no_extra_token(prm):
+    """With `step_separator: ""` (the built-in PRM's layout) nothing follows a tag: each step costs its
+    text and its tag, and a branch has nothing pending for its next step."""
+    cfg = PRMConfig(model="x", template="P {problem}\n", step_tag="ки", step_separator="")
+    compact = MathShepherdPRM(prm.engine, cfg, "\n")
+    ids, at = compact.piece("12+7=19\n")
+    assert at == len(ids) - 1 and prm.engine.detokenize(ids) == "12+7=19ки"
+    before = compact.usage.snapshot()
+    sc = compact.scorer("12+7", max_live=4, max_tokens=64)
+    kids = sc.fork(0, 2)
+    sc.drop([0])
+    first = sc.add_steps(kids, ["12+7=19\n", "12+7=18\n"])
+    second = sc.add_steps(kids, ["\\boxed{19}", "\\boxed{18}"])
+    sc.close()
+    spent = (compact.usage - before).prompt_tokens
+    assert spent == len(prm.engine.tokenize(compact.prefix("12+7"))) + 2 * (8 + 11)
+    fresh = compact.score("12+7", [["12+7=19\n", "\\boxed{19}"], ["12+7=18\n", "\\boxed{18}"]])
+    assert [x for pair in zip(first, second) for x in pair] == pytest.approx(fresh[0] + fresh[1], abs=1e-3)
+
+
 @pytest.mark.parametrize("name", ["best-of-n", "weighted-best-of-n", "majority", "adaptive"])
 def test_sampled_strategies_stay_within_budget(engine, prm, name):
     r = REGISTRY[name].run(ctx(engine, prm, 8))

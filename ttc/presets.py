@@ -58,7 +58,10 @@ class PRMConfig:
     model: str | None = None  # GGUF path, hf://owner/repo/file.gguf or builtin:NAME; None = the policy
     format: str = "math-shepherd"  # math-shepherd | rlhflow | self-judge
     template: str = "{problem}\n"  # text before the first step, with {problem}
-    step_tag: str = " ки"  # appended after each step's text (before the delimiter); scored at its last token
+    step_tag: str = " ки"  # appended after each step's text (before the separator); scored at its last token
+    # what the PRM reads between a step's tag and the next step; None = the policy's step delimiter
+    # (Math-Shepherd: "step ки\nstep ки"); "" when the tag itself separates steps (the built-in PRM)
+    step_separator: str | None = None
     good_token: str = "+"
     bad_token: str = "-"
     aggregation: str = "last"  # last | min | prod | mean

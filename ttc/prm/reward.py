@@ -117,15 +117,16 @@ class MathShepherdPRM(RewardModel):
         self.good_id = single_token(engine, cfg.good_token, "good token", source)
         self.bad_id = single_token(engine, cfg.bad_token, "bad token", source)
         self.tag_text = tag
+        self.separator = delimiter if cfg.step_separator is None else cfg.step_separator
 
     def prefix(self, problem: str) -> str:
         return fill(self.cfg.template, problem=problem)
 
     def piece(self, step: str) -> tuple[list[int], int]:
-        """Tokens of one step as the PRM reads it (text, tag, delimiter) and the tag's index in them."""
+        """Tokens of one step as the PRM reads it (text, tag, separator) and the tag's index in them."""
         text = step[: -len(self.delimiter)] if self.delimiter and step.endswith(self.delimiter) else step
         text = text.replace(self.tag_text, "").rstrip()  # a solution cannot plant its own tags
-        ids = self.engine.tokenize(text + self.cfg.step_tag + self.delimiter, add_bos=False, special=False)
+        ids = self.engine.tokenize(text + self.cfg.step_tag + self.separator, add_bos=False, special=False)
         at = max(i for i, t in enumerate(ids) if t == self.tag_id)
         return ids, at
 
@@ -138,7 +139,7 @@ class MathShepherdPRM(RewardModel):
                 pos.append(len(ids) + at)
                 ids.extend(piece)
             if pos:
-                del ids[pos[-1] + 1 :]  # nothing after the last tag is read: the delimiter is not evaluated
+                del ids[pos[-1] + 1 :]  # nothing after the last tag is read: the separator is not evaluated
             suffixes.append(ids)
             positions.append(pos)
         out = [[] for _ in solutions]
@@ -164,7 +165,7 @@ class MathShepherdPRM(RewardModel):
 
 
 class _ShepherdScorer(StepScorer):
-    """Step-wise scoring on branches. The tokens after a step's tag (the delimiter) are evaluated only with
+    """Step-wise scoring on branches. The tokens after a step's tag (the separator) are evaluated only with
     the branch's next step: a branch that is pruned or ends never pays for them. The PRM reads the same
     tokens either way."""
 
