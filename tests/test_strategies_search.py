@@ -83,7 +83,7 @@ def test_searches_stay_within_budget_on_every_run(engine, prm, name):
     than its budget. Here steps end at "," (about 3% of this random model's bytes) and some branches end
     early at EOS, so steps and solutions are very unequal: without `Search.commit`'s rule these runs spent
     up to 1.21x (beam), 1.24x (DVTS) and 1.15x (particle filter) their budget. The rule has to step in on
-    some of them, or the test would not be testing it."""
+    some of them, or the test would not be testing it. The runs also end many branches at max_tokens."""
     preset = dataclasses.replace(PRESET, step_delimiter=",")
     swaps = 0
     for budget in (4, 8, 16):
@@ -99,6 +99,8 @@ def test_searches_stay_within_budget_on_every_run(engine, prm, name):
             tokens = sum(x.tokens for x in r.candidates) / len(r.candidates)
             assert r.spent.generations == pytest.approx(r.spent.tokens_generated / tokens, abs=1e-3)
             swaps += d["budget_swaps"]
+            # a beam near max_tokens does not cut the others' steps short: only its own room ends a beam
+            assert all(x.tokens == 64 for x in r.candidates if x.finish_reason == "length"), (budget, seed)
     assert swaps > 0
 
 

@@ -155,31 +155,53 @@ class Search:
             self.prm.drop([b.sid for b in beams])
 
     def step(self, beams: list[Beam], temperature: float | None = None, cap: int | None = None) -> None:
-        """Extend each beam by one step (at most `cap` tokens each) and score it; mark beams that finished."""
+        """Extend each beam by one step (at most `cap` tokens each) and score it; mark beams that finished.
+
+        The beams are stepped in one batch, whose token limit is the smallest room any of them has left;
+        a beam cut by that limit while it still has room of its own goes on with its step in a further
+        batch, so a beam near `max_tokens` never truncates the others' steps."""
         if not beams:
             return
-        room = max(1, min(self.max_tokens - b.tokens for b in beams))
-        params = SamplingParams(
-            temperature=self.ctx.sampling.temperature if temperature is None else temperature,
-            top_p=self.ctx.sampling.top_p,
-            top_k=self.ctx.sampling.top_k,
-            max_tokens=room if cap is None else min(room, cap),
-            stop=(self.delim,) if self.delim else (),
-            include_stop=True,
-            seed=self.ctx.seed * 1_000_003 + self.step_seed,
-        )
-        self.step_seed += 1
-        comps = self.policy.extend([b.pid for b in beams], params)
-        scores = self.prm.add_steps([b.sid for b in beams], [c.text if c.text else " " for c in comps])
-        for b, c, s in zip(beams, comps, scores):
-            b.steps.append(c.text)
+        limit = {
+            id(b): self.max_tokens - b.tokens if cap is None else min(self.max_tokens - b.tokens, cap) for b in beams
+        }
+        text = {id(b): "" for b in beams}
+        made = {id(b): 0 for b in beams}
+        reason = {id(b): "length" for b in beams}
+        pending = list(beams)
+        while pending:
+            room = max(1, min(limit[id(b)] - made[id(b)] for b in pending))
+            params = SamplingParams(
+                temperature=self.ctx.sampling.temperature if temperature is None else temperature,
+                top_p=self.ctx.sampling.top_p,
+                top_k=self.ctx.sampling.top_k,
+                max_tokens=room,
+                stop=(self.delim,) if self.delim else (),
+                include_stop=True,
+                seed=self.ctx.seed * 1_000_003 + self.step_seed,
+            )
+            self.step_seed += 1
+            comps = self.policy.extend([b.pid for b in pending], params)
+            cut = []
+            for b, c in zip(pending, comps):
+                k = id(b)
+                text[k] += c.text
+                made[k] += c.n_generated
+                reason[k] = c.finish_reason
+                if c.finish_reason == "length" and made[k] < limit[k] and not text[k].endswith(self.delim):
+                    cut.append(b)
+            pending = cut
+        steps = [text[id(b)] for b in beams]
+        scores = self.prm.add_steps([b.sid for b in beams], [t if t else " " for t in steps])
+        for b, t, s in zip(beams, steps, scores):
+            b.steps.append(t)
             b.scores.append(s)
-            b.tokens += c.n_generated
-            if c.finish_reason == "eos":
+            b.tokens += made[id(b)]
+            if reason[id(b)] == "eos":
                 b.done = "eos"
             elif b.tokens >= self.max_tokens:
                 b.done = "length"
-            elif c.finish_reason == "length" and not c.text.endswith(self.delim):
+            elif reason[id(b)] == "length" and not t.endswith(self.delim):
                 b.done = "length"
 
     def candidate(self, b: Beam) -> Candidate:
