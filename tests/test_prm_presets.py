@@ -94,3 +94,58 @@ def test_rlhflow_needs_single_token_replies(llama3_prm_engine):
     bad = dataclasses.replace(preset.prm, good_token="yes!")
     with pytest.raises(Exception, match="good token 'yes!' is not a single token"):
         RLHFlowPRM(llama3_prm_engine, bad, preset.step_delimiter)
+
+
+def test_rlhflow_search_feeds_each_branch_only_its_new_turn(llama3_prm_engine):
+    """In step-wise search the RLHFlow PRM keeps a branch per search branch: the conversation with one more
+    step extends the one before, so only the new turn is evaluated (the problem once, for all branches),
+    and the scores equal a fresh scoring of each branch's whole conversation."""
+    from ttc.prm.reward import _ChatScorer
+
+    preset = load_preset("qwen2.5-math-1.5b")
+    prm = RLHFlowPRM(llama3_prm_engine, preset.prm, preset.step_delimiter)
+    problem = "What is 2+2?"
+    before = prm.usage.snapshot()
+    sc = prm.scorer(problem, max_live=4, max_tokens=64)
+    assert isinstance(sc, _ChatScorer)
+    kids = sc.fork(0, 2)
+    sc.drop([0])
+    first = sc.add_steps(kids, ["2+2 is 4.\n\n", "2+2 is 5.\n\n"])
+    grand = sc.fork(kids[0], 1)
+    sc.drop(kids[1:])
+    last = ["So \\boxed{4}.", "Hence \\boxed{4}."]
+    second = sc.add_steps([kids[0], grand[0]], last)
+    sc.close()
+    spent = (prm.usage - before).prompt_tokens
+    fresh = prm.score(problem, [["2+2 is 4.\n\n", last[0]], ["2+2 is 4.\n\n", last[1]], ["2+2 is 5.\n\n"]])
+    assert second == pytest.approx([fresh[0][1], fresh[1][1]], abs=1e-3)
+    assert first == pytest.approx([fresh[0][0], fresh[2][0]], abs=1e-3)
+    # what was read: the head once, each first turn once, each second turn (with the reply before it) once
+    full = [prm.tokens(problem, s)[0] for s in (["2+2 is 4.\n\n", last[0]], ["2+2 is 4.\n\n", last[1]])]
+    ones = [prm.tokens(problem, [s])[1][0] + 1 for s in ("2+2 is 4.\n\n", "2+2 is 5.\n\n")]
+    ends = [prm.tokens(problem, s)[1][-1] + 1 for s in (["2+2 is 4.\n\n", last[0]], ["2+2 is 4.\n\n", last[1]])]
+    head = len(llama3_prm_engine.tokenize(prm.head(problem), add_bos=True, special=True))
+    assert full[0][:head] == full[1][:head]
+    assert spent == head + sum(o - head for o in ones) + sum(e - ones[0] for e in ends)
+
+
+def test_rlhflow_with_a_template_that_rewrites_earlier_turns_rescores(tmp_path):
+    """A chat template whose rendering of earlier turns changes as turns are added (here: a turn count up
+    front) cannot be extended; the scorer falls back to rescoring whole conversations, still right."""
+    from ttc.prm.reward import _RenderedScorer
+
+    counted = "{{ messages | length }}|" + LLAMA3_TEMPLATE
+    path = make_tiny_gguf(tmp_path / "prm.gguf", seed=9, user_tokens=LLAMA3_TOKENS, chat_template=counted)
+    eng = LlamaEngine(str(path), n_threads=2)
+    try:
+        preset = load_preset("qwen2.5-math-1.5b")
+        prm = RLHFlowPRM(eng, preset.prm, preset.step_delimiter)
+        sc = prm.scorer("What is 2+2?", max_live=2, max_tokens=64)
+        assert isinstance(sc, _RenderedScorer)
+        kid = sc.fork(0, 1)[0]
+        steps = ["2+2 is 4.\n\n", "So \\boxed{4}."]
+        got = [sc.add_steps([kid], [s])[0] for s in steps]
+        fresh = prm.score("What is 2+2?", [steps[:1], steps])  # each step as its own conversation renders it
+        assert got == pytest.approx([fresh[0][0], fresh[1][1]], abs=1e-3)
+    finally:
+        eng.close()

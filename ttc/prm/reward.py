@@ -292,8 +292,8 @@ class RLHFlowPRM(RewardModel):
         self._render = render_chat
         self.tokens("1", ["x"])  # fails now, with a usage error, if the template cannot be used
 
-    def tokens(self, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
-        """Token ids of the conversation and, per step, the position whose next token is the reply."""
+    def _parts(self, problem: str, steps: Sequence[str]) -> list[str]:
+        """The rendered conversation split at the replies: len(steps) + 1 texts."""
         messages = []
         for k, step in enumerate(steps):
             text = step[: -len(self.delimiter)] if self.delimiter and step.endswith(self.delimiter) else step
@@ -303,10 +303,26 @@ class RLHFlowPRM(RewardModel):
         parts = self._render(self.engine, messages, add_generation_prompt=False).split(self.MARK)
         if len(parts) != len(steps) + 1:
             raise UsageError(f"{self.source}: the PRM's chat template does not keep assistant replies verbatim")
+        return parts
+
+    def head(self, problem: str) -> str:
+        """The text every conversation of a problem begins with: the template up to and with the problem
+        (tokenized apart from the first step, so all branches of a search can share it)."""
+        first = self._parts(problem, ["."])[0]
+        at = first.find(problem.strip())
+        return first[: at + len(problem.strip())] if at >= 0 else ""
+
+    def tokens(self, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Token ids of the conversation and, per step, the position whose next token is the reply."""
+        parts = self._parts(problem, steps)
+        head = self.head(problem) if steps else ""
         ids: list[int] = []
         positions: list[int] = []
+        if head and parts[0].startswith(head):
+            ids += self.engine.tokenize(head, add_bos=True, special=True)
+            parts = [parts[0][len(head) :], *parts[1:]]
         for i, part in enumerate(parts):
-            ids += self.engine.tokenize(part, add_bos=(i == 0), special=True)
+            ids += self.engine.tokenize(part, add_bos=(i == 0 and not ids), special=True)
             if i < len(steps):
                 positions.append(len(ids) - 1)
                 ids.append(self.good_id)
@@ -332,12 +348,79 @@ class RLHFlowPRM(RewardModel):
         return out
 
     def scorer(self, problem: str, max_live: int, max_tokens: int) -> StepScorer:
-        return _RenderedScorer(self, problem)
+        head = self.head(problem)
+        a, pa = self.tokens(problem, ["a"])
+        b, _ = self.tokens(problem, ["a", "b"])
+        n_head = len(self.engine.tokenize(head, add_bos=True, special=True)) if head else 0
+        if not head or b[: pa[-1] + 1] != a[: pa[-1] + 1]:
+            return _RenderedScorer(self, problem)  # the template does not extend turn by turn
+        with self.charged():
+            bs = self.engine.branches(head, max_live=max_live, max_tokens=max_tokens * 2 + 256, scoring=True)
+        return _ChatScorer(self, problem, bs, a[:n_head])
+
+
+class _ChatScorer(StepScorer):
+    """Incremental RLHFlow scoring on branches: the conversation with one more step extends the one
+    before it, so each branch is fed only the new tokens (the previous reply, the new user turn, up to
+    where the new reply begins). A branch whose rendering ever fails to extend its own (a template that
+    rewrites earlier turns) is scored afresh from then on, which costs more PRM tokens but stays right."""
+
+    def __init__(self, prm: RLHFlowPRM, problem: str, bs: BranchSet, head: list[int]):
+        self.prm, self.problem, self.bs, self.head = prm, problem, bs, head
+        self.steps: dict[int, list[str]] = {0: []}
+        self.fed: dict[int, list[int]] = {0: []}  # tokens after the head on each branch
+        self.detached: set[int] = set()
+
+    def fork(self, branch: int, k: int = 1) -> list[int]:
+        with self.prm.charged():
+            kids = self.bs.fork(branch, k)
+        for kid in kids:
+            self.steps[kid] = list(self.steps[branch])
+            self.fed[kid] = list(self.fed[branch])
+            if branch in self.detached:
+                self.detached.add(kid)
+        return kids
+
+    def drop(self, branches: Sequence[int]) -> None:
+        self.bs.drop(branches)
+        for b in branches:
+            self.steps.pop(b, None)
+            self.fed.pop(b, None)
+            self.detached.discard(b)
+
+    def add_steps(self, branches: Sequence[int], steps: Sequence[str]) -> list[float]:
+        out: dict[int, float] = {}
+        feed_b, texts, positions = [], [], []
+        n = len(self.head)
+        for b, s in zip(branches, steps):
+            self.steps[b].append(s)
+            ids, pos = self.prm.tokens(self.problem, self.steps[b])
+            end = pos[-1] + 1
+            fed = self.fed[b]
+            if b not in self.detached and ids[:n] == self.head and ids[n : n + len(fed)] == fed and end > n + len(fed):
+                feed_b.append(b)
+                texts.append(ids[n + len(fed) : end])
+                positions.append([end - n - len(fed) - 1])
+                self.fed[b] = ids[n:end]
+            else:
+                self.detached.add(b)
+        if feed_b:
+            with self.prm.charged():
+                lps = self.bs.feed(feed_b, texts, positions, [self.prm.good_id, self.prm.bad_id])
+            out.update({b: two_way(lp[0][0], lp[0][1]) for b, lp in zip(feed_b, lps)})
+        rest = [b for b in branches if b not in out]
+        if rest:
+            for b, sc in zip(rest, self.prm.score(self.problem, [self.steps[b] for b in rest])):
+                out[b] = sc[-1]
+        return [out[b] for b in branches]
+
+    def close(self) -> None:
+        self.bs.close()
 
 
 class _RenderedScorer(_SelfJudgeScorer):
-    """Incremental RLHFlow scoring: each branch keeps its steps; a new step re-scores the conversation
-    (chat renderings are not cheap to extend token by token; this trades PRM tokens for simplicity)."""
+    """RLHFlow scoring for a chat template that does not extend turn by turn: each new step re-scores the
+    branch's whole conversation."""
 
     def add_steps(self, branches: Sequence[int], steps: Sequence[str]) -> list[float]:
         for b, s in zip(branches, steps):
