@@ -16,9 +16,11 @@ from ..arith import apply_op, check_steps, solution_steps, split_steps
 from .formats import (
     BAD_ID,
     GOOD_ID,
+    PRM_SEPARATOR,
     PRM_TEMPLATE,
     STEP_DELIMITER,
     STEP_TAG,
+    TAG_ID,
     VOCAB,
     policy_prompt,
     prm_tokens,
@@ -105,9 +107,10 @@ def prm_example(problem: str, steps: list[str], learn_steps: bool = False, learn
     if learn_steps:
         first = ids.index(ord("\n"), ids.index(ord("\n")) + 1)  # end of the template's last line
         for i in range(first, len(ids) - 1):
-            if targets[i] == IGNORE and ids[i + 1] not in (VOCAB.user_token_id("ки"), ord(" ")):
-                if ids[i] != VOCAB.user_token_id("ки"):
-                    targets[i] = ids[i + 1]
+            # the step tokens up to each tag: the tag itself is not predicted, and the tag position's
+            # target is its label, so neither is the first character of the next step
+            if targets[i] == IGNORE and ids[i + 1] != TAG_ID and ids[i] != TAG_ID:
+                targets[i] = ids[i + 1]
     if learn_results:
         for site in step_results(problem, steps):
             if site is None or site[0] is None:
@@ -136,7 +139,7 @@ def step_results(problem: str, steps: list[str]) -> list[tuple[int | None, str, 
             out.append((pos + m.start(4) if exact else None, m.group(4), true))
         else:
             out.append(None)
-        pos += len(st) + len(VOCAB.encode(STEP_TAG)) + len(STEP_DELIMITER)
+        pos += len(st) + len(VOCAB.encode(STEP_TAG)) + len(VOCAB.encode(PRM_SEPARATOR))
     return out
 
 

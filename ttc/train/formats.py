@@ -4,9 +4,12 @@ No torch here: the tests that check the preset against these layouts run without
 
     policy prompt   "Problem: 37+48-19\\nSolution:\\n"        then the solution, then EOS (id 257)
     revision prompt "Attempt 1:\\n<an earlier attempt>\\n...Problem: 37+48-19\\nSolution:\\n"
-    PRM input       "Problem: 37+48-19\\nSolution:\\n" + "37+48=85 ки\\n85-19=66 ки\\n\\boxed{66} ки\\n"
+    PRM input       "Problem: 37+48-19\\nSolution:\\n" + "37+48=85ки85-19=66ки\\boxed{66}ки"
 
 The PRM's score of a step is read at its tag token "ки": P("+") / (P("+") + P("-")) of the next token.
+The tag takes the place of the step's newline (the compact layout), so the PRM reads exactly as many
+tokens per step as the policy wrote: no space before the tag and no delimiter after it, which
+Math-Shepherd's own layout (" ки\\n") would add to every step.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ ATTEMPT_TEMPLATE = "Attempt {index}:\n{attempt}\n"
 MAX_ATTEMPTS = 4
 PRM_TEMPLATE = "Problem: {problem}\nSolution:\n"
 TAG_TOKEN = "ки"
-STEP_TAG = " " + TAG_TOKEN
+STEP_TAG = TAG_TOKEN  # right after the step's text
+PRM_SEPARATOR = ""  # what the PRM reads between a tag and the next step (the preset's prm.step_separator)
 GOOD_TOKEN, BAD_TOKEN = "+", "-"
 
 VOCAB = ByteVocab((TAG_TOKEN,))  # both models share it: 256 bytes, BOS, EOS, a dummy merge, "ки"
@@ -43,8 +47,8 @@ def revision_prompt(problem: str, attempts: list[str]) -> str:
 
 
 def prm_text(problem: str, steps: list[str]) -> str:
-    """PRM input: the template, then each step's text, the step tag and the delimiter."""
-    return PRM_TEMPLATE.format(problem=problem) + "".join(s + STEP_TAG + STEP_DELIMITER for s in steps)
+    """PRM input: the template, then each step's text, its tag and the separator."""
+    return PRM_TEMPLATE.format(problem=problem) + "".join(s + STEP_TAG + PRM_SEPARATOR for s in steps)
 
 
 def prm_tokens(problem: str, steps: list[str]) -> tuple[list[int], list[int]]:

@@ -3,7 +3,8 @@
 Data: the policy (read back from its GGUF, so the PRM is trained against the shipped file) samples
 solutions at temperature 0.8 (and some at 1.0) to fresh training problems; each step is labelled by the
 exact checker with the rule "good when it and every step before it are right". The PRM input is the
-template, then each step + " ки" + "\\n"; the loss sits on the token after each tag, "+" or "-".
+template, then each step's text + "ки" (the compact layout of formats.py: the tag stands where the step's
+newline was); the loss sits on the token after each tag, "+" or "-".
 A share of batches are correct solutions on which the step tokens are learned as well (`prm_example`
 with learn_steps), which teaches the PRM the arithmetic it has to check.
 
