@@ -205,3 +205,27 @@ def test_counts_add_up(engine):
     assert spent.prompt_tokens == len(engine.tokenize(PROMPT))
     assert spent.decode_calls >= max(c.n_generated for c in out)
     assert spent.wall_s > 0
+
+
+def test_closed_branch_sets_lend_their_context_to_the_next(engine):
+    """Creating a llama.cpp context costs milliseconds, so a closed branch set's context is reused by the
+    next one that fits (cleared: the new set sees none of the old tokens), and closing twice gives it
+    back once."""
+    from ttc.engine.base import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=8, seed=1)
+    first = engine.branches("Problem: 1+2\nSolution:\n", max_live=4, max_tokens=16)
+    kids = first.fork(0, 2)
+    want = first.extend(kids, params)
+    ctx = first.ctx
+    first.close()
+    first.close()
+    assert engine._spare.count(ctx) == 1
+    again = engine.branches("Problem: 1+2\nSolution:\n", max_live=2, max_tokens=16)
+    assert again.ctx is ctx and ctx not in engine._spare
+    got = again.extend(again.fork(0, 2), params)
+    assert [c.text for c in got] == [c.text for c in want]
+    again.close()
+    big = engine.branches("Problem: 1+2\nSolution:\n", max_live=30, max_tokens=200)
+    assert big.ctx is not ctx  # too small for it: a new one
+    big.close()

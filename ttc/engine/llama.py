@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ from ..errors import TTCRuntimeError, UsageError
 from .base import Completion, Engine, ModelInfo, SamplingParams, Usage
 from .llama_branches import MAX_SEQ, LlamaBranches, _Context
 from .models import check_gguf, physical_cores
+
+SPARE_CONTEXTS = 4  # closed branch sets' contexts kept per engine for reuse
 
 __all__ = ["MAX_SEQ", "LlamaBranches", "LlamaEngine", "_Context", "gpu_layers"]
 
@@ -87,6 +90,10 @@ class LlamaEngine(Engine):
         self.usage = Usage()
         self._pieces: dict[int, bytes] = {}
         self._ctx: _Context | None = None
+        # contexts of closed branch sets, reused by the next ones: creating a context costs milliseconds,
+        # which a search solving a small problem would otherwise pay twice (policy and PRM) per problem
+        self._spare: list[_Context] = []
+        self._spare_lock = threading.Lock()
         self._depth = 0
         self._eog: list[int] | None = None
 
@@ -164,10 +171,40 @@ class LlamaEngine(Engine):
         c.clear()
         return c
 
+    def lease_context(self, n_ctx: int, n_seq: int) -> _Context:
+        """A cleared context with room for n_ctx tokens and n_seq sequences: a spare one that fits (and is
+        not more than 4x too big), else a new one. Give it back with `return_context`."""
+        with self._spare_lock:
+            found = next(
+                (
+                    i
+                    for i, c in enumerate(self._spare)
+                    if n_ctx <= c.n_ctx <= 4 * max(n_ctx, 256) and c.n_seq >= min(MAX_SEQ, n_seq)
+                ),
+                None,
+            )
+            c = self._spare.pop(found) if found is not None else None
+        if c is None:
+            return _Context(self, n_ctx, n_seq)
+        c.clear()
+        return c
+
+    def return_context(self, c: _Context) -> None:
+        with self._spare_lock:
+            self._spare.append(c)
+            extra = self._spare[:-SPARE_CONTEXTS]
+            del self._spare[:-SPARE_CONTEXTS]
+        for e in extra:
+            e.close()
+
     def close(self) -> None:
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None
+        with self._spare_lock:
+            spare, self._spare = self._spare, []
+        for c in spare:
+            c.close()
 
     def __del__(self):
         try:
@@ -201,8 +238,12 @@ class LlamaEngine(Engine):
         self.check_fits(len(prompt_tokens), max_tokens)
         if max_live > MAX_SEQ - 1:
             raise UsageError(f"at most {MAX_SEQ - 1} live branches fit one llama.cpp context, asked for {max_live}")
-        ctx = _Context(self, len(prompt_tokens) + max_live * (max_tokens + 1) + 1, max_live + 1)
-        return LlamaBranches(self, ctx, prompt_tokens, owns_context=True, scoring=scoring)
+        ctx = self.lease_context(len(prompt_tokens) + max_live * (max_tokens + 1) + 1, max_live + 1)
+        try:
+            return LlamaBranches(self, ctx, prompt_tokens, owns_context=True, scoring=scoring)
+        except BaseException:
+            ctx.close()
+            raise
 
     def logprobs_at(self, prefix, suffixes, positions, token_ids) -> list[np.ndarray]:
         with self.timed():

@@ -209,7 +209,8 @@ class LlamaBranches(BranchSet):
 
     def close(self) -> None:
         if self.owns_context:
-            self.ctx.close()
+            self.owns_context = False  # closing twice must not give the context back twice
+            self.engine.return_context(self.ctx)
 
     # work -------------------------------------------------------------------------------------------------
     def extend(self, branches: Sequence[int], params: SamplingParams) -> list[Completion]:
