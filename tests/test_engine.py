@@ -207,11 +207,14 @@ def test_counts_add_up(engine):
     assert spent.wall_s > 0
 
 
-def test_closed_branch_sets_lend_their_context_to_the_next(engine):
+def test_closed_branch_sets_lend_their_context_to_the_next(tiny_gguf):
     """Creating a llama.cpp context costs milliseconds, so a closed branch set's context is reused by the
     next one that fits (cleared: the new set sees none of the old tokens), and closing twice gives it
     back once."""
     from ttc.engine.base import SamplingParams
+    from ttc.engine.llama import LlamaEngine
+
+    engine = LlamaEngine(str(tiny_gguf), n_threads=2)  # its own, so no other test's spare contexts
 
     params = SamplingParams(temperature=0.0, max_tokens=8, seed=1)
     first = engine.branches("Problem: 1+2\nSolution:\n", max_live=4, max_tokens=16)
@@ -229,3 +232,5 @@ def test_closed_branch_sets_lend_their_context_to_the_next(engine):
     big = engine.branches("Problem: 1+2\nSolution:\n", max_live=30, max_tokens=200)
     assert big.ctx is not ctx  # too small for it: a new one
     big.close()
+    engine.close()
+    assert engine._spare == []
