@@ -290,6 +290,7 @@ class RLHFlowPRM(RewardModel):
         self.good_id = single_token(engine, cfg.good_token, "good token", source)
         self.bad_id = single_token(engine, cfg.bad_token, "bad token", source)
         self._render = render_chat
+        self._head: tuple[str, str] | None = None  # (problem, head) of the last `head` call
         self.tokens("1", ["x"])  # fails now, with a usage error, if the template cannot be used
 
     def _parts(self, problem: str, steps: Sequence[str]) -> list[str]:
@@ -307,10 +308,16 @@ class RLHFlowPRM(RewardModel):
 
     def head(self, problem: str) -> str:
         """The text every conversation of a problem begins with: the template up to and with the problem
-        (tokenized apart from the first step, so all branches of a search can share it)."""
+        (tokenized apart from the first step, so all branches of a search can share it). Kept for the last
+        problem asked: `tokens` needs it for every step a search scores."""
+        cached = self._head
+        if cached is not None and cached[0] == problem:
+            return cached[1]
         first = self._parts(problem, ["."])[0]
         at = first.find(problem.strip())
-        return first[: at + len(problem.strip())] if at >= 0 else ""
+        head = first[: at + len(problem.strip())] if at >= 0 else ""
+        self._head = (problem, head)
+        return head
 
     def tokens(self, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
         """Token ids of the conversation and, per step, the position whose next token is the reply."""
