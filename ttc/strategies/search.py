@@ -79,8 +79,7 @@ class Search:
         self.prm = ctx.prm.scorer(ctx.problem, max_live=n_live, max_tokens=self.max_tokens)
         self.delim = ctx.preset.step_delimiter
         self.step_seed = 0
-        self.slots = slots  # candidates the search ends with
-        self.allowance = ctx.budget / slots  # generation-equivalents per slot
+        self.allowance = ctx.budget / slots  # generation-equivalents per slot (`slots`: candidates it ends with)
         self.done_tokens = 0  # tokens of the finished branches
         self.swaps = 0  # selections' copies swapped back for pruned branches (see `commit`)
 
@@ -162,46 +161,40 @@ class Search:
         batch, so a beam near `max_tokens` never truncates the others' steps."""
         if not beams:
             return
-        limit = {
-            id(b): self.max_tokens - b.tokens if cap is None else min(self.max_tokens - b.tokens, cap) for b in beams
-        }
-        text = {id(b): "" for b in beams}
-        made = {id(b): 0 for b in beams}
-        reason = {id(b): "length" for b in beams}
-        pending = list(beams)
+        limit = [self.max_tokens - b.tokens if cap is None else min(self.max_tokens - b.tokens, cap) for b in beams]
+        text = [""] * len(beams)
+        made = [0] * len(beams)
+        reason = ["length"] * len(beams)
+        pending = list(range(len(beams)))
         while pending:
-            room = max(1, min(limit[id(b)] - made[id(b)] for b in pending))
             params = SamplingParams(
                 temperature=self.ctx.sampling.temperature if temperature is None else temperature,
                 top_p=self.ctx.sampling.top_p,
                 top_k=self.ctx.sampling.top_k,
-                max_tokens=room,
+                max_tokens=max(1, min(limit[i] - made[i] for i in pending)),
                 stop=(self.delim,) if self.delim else (),
                 include_stop=True,
                 seed=self.ctx.seed * 1_000_003 + self.step_seed,
             )
             self.step_seed += 1
-            comps = self.policy.extend([b.pid for b in pending], params)
-            cut = []
-            for b, c in zip(pending, comps):
-                k = id(b)
-                text[k] += c.text
-                made[k] += c.n_generated
-                reason[k] = c.finish_reason
-                if c.finish_reason == "length" and made[k] < limit[k] and not text[k].endswith(self.delim):
-                    cut.append(b)
-            pending = cut
-        steps = [text[id(b)] for b in beams]
-        scores = self.prm.add_steps([b.sid for b in beams], [t if t else " " for t in steps])
-        for b, t, s in zip(beams, steps, scores):
+            comps = self.policy.extend([beams[i].pid for i in pending], params)
+            for i, c in zip(pending, comps):
+                text[i] += c.text
+                made[i] += c.n_generated
+                reason[i] = c.finish_reason
+            pending = [
+                i for i in pending if reason[i] == "length" and made[i] < limit[i] and not text[i].endswith(self.delim)
+            ]
+        scores = self.prm.add_steps([b.sid for b in beams], [t if t else " " for t in text])
+        for b, t, n, why, s in zip(beams, text, made, reason, scores):
             b.steps.append(t)
             b.scores.append(s)
-            b.tokens += made[id(b)]
-            if reason[id(b)] == "eos":
+            b.tokens += n
+            if why == "eos":
                 b.done = "eos"
             elif b.tokens >= self.max_tokens:
                 b.done = "length"
-            elif reason[id(b)] == "length" and not t.endswith(self.delim):
+            elif why == "length" and not t.endswith(self.delim):
                 b.done = "length"
 
     def candidate(self, b: Beam) -> Candidate:
