@@ -234,3 +234,45 @@ def test_closed_branch_sets_lend_their_context_to_the_next(tiny_gguf):
     big.close()
     engine.close()
     assert engine._spare == []
+
+
+def test_flash_attention_is_chosen_by_the_size_of_a_contexts_decodes(tiny_gguf, monkeypatch):
+    """On the CPU, ggml's flash attention is slow for decodes of 2 to 63 tokens and fast from 64 up, so a
+    context gets it only where its decodes are expected to reach 64 tokens; a spare context is only lent
+    to work with the same setting, and both settings give the same log-probabilities (to f16 rounding)."""
+    from ttc.engine.llama import FLASH_MIN_TOKENS, LlamaEngine
+
+    engine = LlamaEngine(str(tiny_gguf), n_threads=2)
+    if engine.offloaded:
+        pytest.skip("layers run on a GPU: llama.cpp chooses")
+    assert engine.flash_for(FLASH_MIN_TOKENS - 1) is False and engine.flash_for(FLASH_MIN_TOKENS) is True
+    small = engine.branches(PROMPT, max_live=5, max_tokens=16, scoring=True)  # 4 steps of ~8 tokens
+    wide = engine.branches(PROMPT, max_live=9, max_tokens=16, scoring=True)  # 8 steps: 64 tokens
+    gen = engine.branches(PROMPT, max_live=64, max_tokens=16)  # one token per live branch per decode
+    assert (small.ctx.flash, wide.ctx.flash, gen.ctx.flash) == (False, True, False)
+    small_ctx = small.ctx
+    for bs in (small, wide, gen):
+        bs.close()
+    again = engine.branches(PROMPT, max_live=9, max_tokens=16, scoring=True)
+    assert again.ctx is not small_ctx and again.ctx.flash is True
+    again.close()
+
+    suffixes = ["1+1=2\n", "3*4=12\n" * 12]
+    positions = [[-1], [5, -1]]
+    got = {}
+    for mode in ("on", "off"):
+        forced = LlamaEngine(str(tiny_gguf), n_threads=2, flash_attn=mode)
+        got[mode] = forced.logprobs_at(PROMPT, suffixes, positions, [3, 5, 7])
+        assert set(forced._shared) == {mode == "on"}
+        forced.close()
+    for a, b in zip(got["on"], got["off"]):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=5e-3, atol=1e-2)
+    auto = engine.logprobs_at(PROMPT, suffixes, positions, [3, 5, 7])  # 90 tokens: one decode over 64
+    assert set(engine._shared) == {True}
+    np.testing.assert_allclose(auto[1], got["on"][1], atol=1e-5)
+    engine.close()
+
+    monkeypatch.setenv("TTC_FLASH_ATTN", "sometimes")
+    with pytest.raises(UsageError, match="sometimes"):
+        LlamaEngine(str(tiny_gguf), n_threads=2)

@@ -34,6 +34,7 @@ class ModelOptions:
     base_url: str | None = None  # the OpenAI-compatible server (backend openai); None = the preset's
     served_model: str | None = None  # the policy's name on that server; None = the preset's, else its only model
     prm_base_url: str | None = None  # the PRM's server; None = the preset's, else the policy's ("in-process": here)
+    flash_attn: str | None = None  # auto | on | off for llama.cpp; None = TTC_FLASH_ATTN, else auto
 
 
 @dataclass
@@ -227,7 +228,10 @@ def load_engine(models: ModelOptions, preset: Preset, ref: str, base_dir: Path |
     from .engine.llama import LlamaEngine
 
     path = resolve_model(ref, base_dir=base_dir)
-    return LlamaEngine(str(path), n_gpu_layers=models.n_gpu_layers, n_threads=models.threads, verbose=models.verbose)
+    return LlamaEngine(
+        str(path), n_gpu_layers=models.n_gpu_layers, n_threads=models.threads, verbose=models.verbose,
+        flash_attn=models.flash_attn,
+    )  # fmt: skip
 
 
 def check_problem(problem: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -27,10 +28,13 @@ import numpy as np
 
 from ..errors import TTCRuntimeError, UsageError
 from .base import Completion, Engine, ModelInfo, SamplingParams, Usage
-from .llama_branches import MAX_SEQ, LlamaBranches, _Context
+from .llama_branches import MAX_SEQ, N_BATCH, LlamaBranches, _Context
 from .models import check_gguf, physical_cores
 
 SPARE_CONTEXTS = 4  # closed branch sets' contexts kept per engine for reuse
+FLASH_MIN_TOKENS = 64  # on the CPU, flash attention pays for decodes of at least this many tokens
+STEP_TOKENS_MIN = 8  # the fewest tokens a scored step is taken to have (a line like "37+48=85")
+FLASH_MODES = ("auto", "on", "off")
 
 __all__ = ["MAX_SEQ", "LlamaBranches", "LlamaEngine", "_Context", "gpu_layers"]
 
@@ -53,9 +57,19 @@ def gpu_layers(n_gpu_layers: int | None) -> int:
 class LlamaEngine(Engine):
     """A GGUF model in llama.cpp. `n_gpu_layers=None` offloads every layer when the build has a GPU."""
 
-    def __init__(self, path: str, n_gpu_layers: int | None = None, n_threads: int | None = None, verbose=False):
+    def __init__(
+        self,
+        path: str,
+        n_gpu_layers: int | None = None,
+        n_threads: int | None = None,
+        verbose=False,
+        flash_attn: str | None = None,
+    ):
         lc = _import_llama_cpp()
         self.lc = lc
+        self.flash_attn = (flash_attn or os.environ.get("TTC_FLASH_ATTN") or "auto").strip().lower()
+        if self.flash_attn not in FLASH_MODES:
+            raise UsageError(f"flash attention must be one of {', '.join(FLASH_MODES)}, got '{self.flash_attn}'")
         n_ctx_train = check_gguf(path) or 256
         logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
         from llama_cpp import Llama
@@ -64,6 +78,7 @@ class LlamaEngine(Engine):
             raise UsageError(f"--threads must be at least 1, got {n_threads}")
         self.n_threads = n_threads or physical_cores()
         ngl = gpu_layers(n_gpu_layers)
+        self.offloaded = ngl != 0 and bool(lc.llama_supports_gpu_offload())
         try:
             self.llm = Llama(
                 model_path=str(path), n_gpu_layers=ngl, n_ctx=min(256, n_ctx_train), n_batch=256,
@@ -89,7 +104,7 @@ class LlamaEngine(Engine):
         )
         self.usage = Usage()
         self._pieces: dict[int, bytes] = {}
-        self._ctx: _Context | None = None
+        self._shared: dict[bool | None, _Context] = {}
         # contexts of closed branch sets, reused by the next ones: creating a context costs milliseconds,
         # which a search solving a small problem would otherwise pay twice (policy and PRM) per problem
         self._spare: list[_Context] = []
@@ -162,30 +177,45 @@ class LlamaEngine(Engine):
                 "or lower max_tokens"
             )
 
-    def _shared_context(self, n_ctx: int, n_seq: int) -> _Context:
-        c = self._ctx
+    def flash_for(self, tokens_per_decode: int) -> bool | None:
+        """Flash attention for a context whose decodes carry about `tokens_per_decode` tokens: as asked
+        (`flash_attn` on / off, or TTC_FLASH_ATTN), else llama.cpp's choice where layers run on a GPU, else
+        on only from FLASH_MIN_TOKENS up. On the CPU, ggml's flash-attention kernel takes a slow path for
+        decodes of a few to 63 tokens (1.5x to 7x the time without it, growing with the cache) and a
+        tiled one from 64 up (0.5x to 0.9x); one or a few tokens cost about the same either way."""
+        if self.flash_attn != "auto":
+            return self.flash_attn == "on"
+        if self.offloaded:
+            return None
+        return tokens_per_decode >= FLASH_MIN_TOKENS
+
+    def _shared_context(self, n_ctx: int, n_seq: int, flash: bool | None) -> _Context:
+        """The engine's context for one-shot work (sampling, scoring), one per flash setting, replaced by a
+        larger one when it is too small."""
+        c = self._shared.get(flash)
         if c is None or c.n_ctx < n_ctx or c.n_seq < n_seq:
             if c is not None:
                 c.close()
-            c = self._ctx = _Context(self, n_ctx, n_seq)
+            c = self._shared[flash] = _Context(self, n_ctx, n_seq, flash)
         c.clear()
         return c
 
-    def lease_context(self, n_ctx: int, n_seq: int) -> _Context:
+    def lease_context(self, n_ctx: int, n_seq: int, flash: bool | None = None) -> _Context:
         """A cleared context with room for n_ctx tokens and n_seq sequences: a spare one that fits (and is
-        not more than 4x too big), else a new one. Give it back with `return_context`."""
+        not more than 4x too big) with the same flash setting, else a new one. Give it back with
+        `return_context`."""
         with self._spare_lock:
             found = next(
                 (
                     i
                     for i, c in enumerate(self._spare)
-                    if n_ctx <= c.n_ctx <= 4 * max(n_ctx, 256) and c.n_seq >= min(MAX_SEQ, n_seq)
+                    if n_ctx <= c.n_ctx <= 4 * max(n_ctx, 256) and c.n_seq >= min(MAX_SEQ, n_seq) and c.flash == flash
                 ),
                 None,
             )
             c = self._spare.pop(found) if found is not None else None
         if c is None:
-            return _Context(self, n_ctx, n_seq)
+            return _Context(self, n_ctx, n_seq, flash)
         c.clear()
         return c
 
@@ -198,9 +228,9 @@ class LlamaEngine(Engine):
             e.close()
 
     def close(self) -> None:
-        if self._ctx is not None:
-            self._ctx.close()
-            self._ctx = None
+        shared, self._shared = self._shared, {}
+        for c in shared.values():
+            c.close()
         with self._spare_lock:
             spare, self._spare = self._spare, []
         for c in spare:
@@ -226,7 +256,10 @@ class LlamaEngine(Engine):
         wave = min(n, MAX_SEQ - 1)  # sequence 0 holds the prompt
         for first in range(0, n, wave):
             k = min(wave, n - first)
-            ctx = self._shared_context(len(prompt_tokens) + k * (params.max_tokens + 1) + 1, k + 1)
+            # each decode carries one token per unfinished sequence: k at first, fewer as they finish
+            ctx = self._shared_context(
+                len(prompt_tokens) + k * (params.max_tokens + 1) + 1, k + 1, self.flash_for(k // 2)
+            )
             bs = LlamaBranches(self, ctx, prompt_tokens, owns_context=False)
             kids = bs.fork(0, k)
             bs.drop([0])
@@ -238,7 +271,11 @@ class LlamaEngine(Engine):
         self.check_fits(len(prompt_tokens), max_tokens)
         if max_live > MAX_SEQ - 1:
             raise UsageError(f"at most {MAX_SEQ - 1} live branches fit one llama.cpp context, asked for {max_live}")
-        ctx = self.lease_context(len(prompt_tokens) + max_live * (max_tokens + 1) + 1, max_live + 1)
+        # a search feeds every live branch's step (scoring) or one token per live branch (generation)
+        per_decode = (max_live - 1) * STEP_TOKENS_MIN if scoring else max_live // 2
+        ctx = self.lease_context(
+            len(prompt_tokens) + max_live * (max_tokens + 1) + 1, max_live + 1, self.flash_for(per_decode)
+        )
         try:
             return LlamaBranches(self, ctx, prompt_tokens, owns_context=True, scoring=scoring)
         except BaseException:
@@ -259,7 +296,9 @@ class LlamaEngine(Engine):
         for first in range(0, len(suffix_tokens), wave):
             part = suffix_tokens[first : first + wave]
             total = sum(len(s) for s in part) + 1
-            ctx = self._shared_context(len(prefix_tokens) + total + 1, len(part) + 1)
+            ctx = self._shared_context(
+                len(prefix_tokens) + total + 1, len(part) + 1, self.flash_for(min(total, N_BATCH))
+            )
             bs = LlamaBranches(self, ctx, prefix_tokens, owns_context=False, scoring=True)
             kids = bs.fork(0, len(part))
             out.extend(bs.feed(kids, part, positions[first : first + wave], token_ids))

@@ -46,9 +46,10 @@ class Branch:
 
 
 class _Context:
-    """One llama_context plus its batch, sized for a piece of work."""
+    """One llama_context plus its batch, sized for a piece of work. `flash`: flash attention on (True),
+    off (False) or llama.cpp's choice (None); see `LlamaEngine.flash_for`."""
 
-    def __init__(self, engine: LlamaEngine, n_ctx: int, n_seq: int):
+    def __init__(self, engine: LlamaEngine, n_ctx: int, n_seq: int, flash: bool | None = None):
         lc = engine.lc
         self.engine = engine
         params = lc.llama_context_default_params()
@@ -62,6 +63,14 @@ class _Context:
         params.n_threads = engine.n_threads
         params.n_threads_batch = engine.n_threads
         params.no_perf = True
+        params.flash_attn_type = (
+            lc.LLAMA_FLASH_ATTN_TYPE_AUTO
+            if flash is None
+            else lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if flash
+            else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        self.flash = flash
         self.n_seq = params.n_seq_max
         self.ctx = lc.llama_init_from_model(engine.llm.model, params)
         if not self.ctx:
