@@ -132,9 +132,13 @@ class Engine(ABC):
         """n continuations of one prompt; the prompt is evaluated once and shared."""
 
     @abstractmethod
-    def branches(self, prompt: str, max_live: int, max_tokens: int, scoring: bool = False) -> BranchSet:
+    def branches(
+        self, prompt: str, max_live: int, max_tokens: int, scoring: bool = False, feed_tokens: int = 0
+    ) -> BranchSet:
         """A BranchSet rooted at `prompt`, for at most `max_live` live branches of at most `max_tokens`
-        new tokens each. `scoring`: branches will only be fed and scored, never extended."""
+        new tokens each. `scoring`: branches will only be fed and scored, never extended. `feed_tokens`:
+        about how many tokens the caller will feed at once before extending (a hint for the engine's
+        layout; 0 when only steps are fed)."""
 
     @abstractmethod
     def logprobs_at(

@@ -266,13 +266,16 @@ class LlamaEngine(Engine):
             out.extend(bs.run(kids, params, first_index=first))
         return out
 
-    def branches(self, prompt: str, max_live: int, max_tokens: int, scoring: bool = False) -> LlamaBranches:
+    def branches(
+        self, prompt: str, max_live: int, max_tokens: int, scoring: bool = False, feed_tokens: int = 0
+    ) -> LlamaBranches:
         prompt_tokens = self.tokenize(prompt)
         self.check_fits(len(prompt_tokens), max_tokens)
         if max_live > MAX_SEQ - 1:
             raise UsageError(f"at most {MAX_SEQ - 1} live branches fit one llama.cpp context, asked for {max_live}")
-        # a search feeds every live branch's step (scoring) or one token per live branch (generation)
-        per_decode = (max_live - 1) * STEP_TOKENS_MIN if scoring else max_live // 2
+        # a search feeds every live branch's step (scoring) or one token per live branch (generation);
+        # a caller that feeds long texts first (revisions: the earlier attempts) says how many tokens
+        per_decode = max((max_live - 1) * STEP_TOKENS_MIN if scoring else max_live // 2, min(feed_tokens, N_BATCH))
         ctx = self.lease_context(
             len(prompt_tokens) + max_live * (max_tokens + 1) + 1, max_live + 1, self.flash_for(per_decode)
         )

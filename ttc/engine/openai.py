@@ -334,7 +334,9 @@ class OpenAIEngine(Engine):
                 return [c for cs in done for c in cs]
             return self.generate_many([prompt] * n, params)
 
-    def branches(self, prompt: str, max_live: int, max_tokens: int, scoring: bool = False) -> BranchSet:
+    def branches(
+        self, prompt: str, max_live: int, max_tokens: int, scoring: bool = False, feed_tokens: int = 0
+    ) -> BranchSet:
         return OpenAIBranches(self, prompt, scoring)
 
     # -- scoring ----------------------------------------------------------------------------------------------

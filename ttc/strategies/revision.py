@@ -51,8 +51,11 @@ def revise(ctx: SolveContext) -> Result:
             comps = ctx.policy.sample(ctx.prompt(), chains, params)
         else:
             rests = [_attempts(cfg, h) + fill(tail, problem=ctx.problem) for h in history]
-            longest = max(len(ctx.policy.tokenize(r, add_bos=False)) for r in rests)
-            with ctx.policy.branches(prefix, max_live=chains, max_tokens=longest + params.max_tokens) as bs:
+            lengths = [len(ctx.policy.tokenize(r, add_bos=False)) for r in rests]
+            longest = max(lengths)
+            with ctx.policy.branches(
+                prefix, max_live=chains, max_tokens=longest + params.max_tokens, feed_tokens=sum(lengths)
+            ) as bs:
                 ids = bs.fork(0, chains)
                 bs.drop([0])
                 bs.feed(ids, rests, [[] for _ in ids], [])
