@@ -238,7 +238,8 @@ def test_closed_branch_sets_lend_their_context_to_the_next(tiny_gguf):
 
 def test_flash_attention_is_chosen_by_the_size_of_a_contexts_decodes(tiny_gguf, monkeypatch):
     """On the CPU, ggml's flash attention is slow for decodes of 2 to 63 tokens and fast from 64 up, so a
-    context gets it only where its decodes are expected to reach 64 tokens; a spare context is only lent
+    context gets it only where its decodes are expected to reach 64 tokens (or it samples a single
+    sequence, which is faster with it); a spare context is only lent
     to work with the same setting, and both settings give the same log-probabilities (to f16 rounding)."""
     from ttc.engine.llama import FLASH_MIN_TOKENS, LlamaEngine
 
@@ -270,6 +271,11 @@ def test_flash_attention_is_chosen_by_the_size_of_a_contexts_decodes(tiny_gguf, 
         np.testing.assert_allclose(a, b, rtol=5e-3, atol=1e-2)
     auto = engine.logprobs_at(PROMPT, suffixes, positions, [3, 5, 7])  # 90 tokens: one decode over 64
     assert set(engine._shared) == {True}
+    engine._shared.pop(True).close()
+    engine.sample(PROMPT, 4, GREEDY)  # four streams, one token each per decode
+    assert set(engine._shared) == {False}
+    engine.sample(PROMPT, 1, GREEDY)  # a single stream decodes faster with it
+    assert set(engine._shared) == {False, True}
     np.testing.assert_allclose(auto[1], got["on"][1], atol=1e-5)
     engine.close()
 

@@ -177,17 +177,18 @@ class LlamaEngine(Engine):
                 "or lower max_tokens"
             )
 
-    def flash_for(self, tokens_per_decode: int) -> bool | None:
-        """Flash attention for a context whose decodes carry about `tokens_per_decode` tokens: as asked
-        (`flash_attn` on / off, or TTC_FLASH_ATTN), else llama.cpp's choice where layers run on a GPU, else
-        on only from FLASH_MIN_TOKENS up. On the CPU, ggml's flash-attention kernel takes a slow path for
-        decodes of a few to 63 tokens (1.5x to 7x the time without it, growing with the cache) and a
-        tiled one from 64 up (0.5x to 0.9x); one or a few tokens cost about the same either way."""
+    def flash_for(self, tokens_per_decode: int, one_stream: bool = False) -> bool | None:
+        """Flash attention for a context whose decodes carry about `tokens_per_decode` tokens (`one_stream`:
+        one token of a single sequence each): as asked (`flash_attn` on / off, or TTC_FLASH_ATTN), else
+        llama.cpp's choice where layers run on a GPU, else on from FLASH_MIN_TOKENS up and for one stream.
+        On the CPU, ggml's flash-attention kernel is slow for decodes of a few to 63 tokens (1.5x to 7x
+        the time without it, growing with the cache) and pays from 64 up (0.5x to 1.0x); a single stream
+        decodes faster with it (0.84x), a few parallel ones slower (1.15x-1.3x for 2 to 8 sequences)."""
         if self.flash_attn != "auto":
             return self.flash_attn == "on"
         if self.offloaded:
             return None
-        return tokens_per_decode >= FLASH_MIN_TOKENS
+        return one_stream or tokens_per_decode >= FLASH_MIN_TOKENS
 
     def _shared_context(self, n_ctx: int, n_seq: int, flash: bool | None) -> _Context:
         """The engine's context for one-shot work (sampling, scoring), one per flash setting, replaced by a
@@ -258,7 +259,7 @@ class LlamaEngine(Engine):
             k = min(wave, n - first)
             # each decode carries one token per unfinished sequence: k at first, fewer as they finish
             ctx = self._shared_context(
-                len(prompt_tokens) + k * (params.max_tokens + 1) + 1, k + 1, self.flash_for(k // 2)
+                len(prompt_tokens) + k * (params.max_tokens + 1) + 1, k + 1, self.flash_for(k // 2, k == 1)
             )
             bs = LlamaBranches(self, ctx, prompt_tokens, owns_context=False)
             kids = bs.fork(0, k)
