@@ -282,3 +282,14 @@ def test_flash_attention_is_chosen_by_the_size_of_a_contexts_decodes(tiny_gguf, 
     monkeypatch.setenv("TTC_FLASH_ATTN", "sometimes")
     with pytest.raises(UsageError, match="sometimes"):
         LlamaEngine(str(tiny_gguf), n_threads=2)
+
+
+def test_flashbench_measures_every_shape_both_ways(tiny_gguf, capsys):
+    from ttc.flashbench import SHAPES, main
+
+    main([str(tiny_gguf), "--threads", "2", "--reps", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    feeds, samples = rows[: len(SHAPES)], rows[len(SHAPES) + 1 :]
+    assert [tuple(map(int, r[:3])) for r in feeds] == SHAPES
+    assert [int(r[0]) for r in samples] == [1, 2, 4, 8]
+    assert all(float(r[-1]) > 0 for r in feeds + samples)  # a ratio of two measured times
