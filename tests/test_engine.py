@@ -264,18 +264,17 @@ def test_flash_attention_is_chosen_by_the_size_of_a_contexts_decodes(tiny_gguf, 
     for mode in ("on", "off"):
         forced = LlamaEngine(str(tiny_gguf), n_threads=2, flash_attn=mode)
         got[mode] = forced.logprobs_at(PROMPT, suffixes, positions, [3, 5, 7])
-        assert set(forced._shared) == {mode == "on"}
+        assert forced._ctx.flash is (mode == "on")
         forced.close()
     for a, b in zip(got["on"], got["off"]):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=5e-3, atol=1e-2)
     auto = engine.logprobs_at(PROMPT, suffixes, positions, [3, 5, 7])  # 90 tokens: one decode over 64
-    assert set(engine._shared) == {True}
-    engine._shared.pop(True).close()
+    assert engine._ctx.flash is True
     engine.sample(PROMPT, 4, GREEDY)  # four streams, one token each per decode
-    assert set(engine._shared) == {False}
+    assert engine._ctx.flash is False
     engine.sample(PROMPT, 1, GREEDY)  # a single stream decodes faster with it
-    assert set(engine._shared) == {False, True}
+    assert engine._ctx.flash is True
     np.testing.assert_allclose(auto[1], got["on"][1], atol=1e-5)
     engine.close()
 

@@ -104,7 +104,7 @@ class LlamaEngine(Engine):
         )
         self.usage = Usage()
         self._pieces: dict[int, bytes] = {}
-        self._shared: dict[bool | None, _Context] = {}
+        self._ctx: _Context | None = None
         # contexts of closed branch sets, reused by the next ones: creating a context costs milliseconds,
         # which a search solving a small problem would otherwise pay twice (policy and PRM) per problem
         self._spare: list[_Context] = []
@@ -181,9 +181,9 @@ class LlamaEngine(Engine):
         """Flash attention for a context whose decodes carry about `tokens_per_decode` tokens (`one_stream`:
         one token of a single sequence each): as asked (`flash_attn` on / off, or TTC_FLASH_ATTN), else
         llama.cpp's choice where layers run on a GPU, else on from FLASH_MIN_TOKENS up and for one stream.
-        On the CPU, ggml's flash-attention kernel is slow for decodes of a few to 63 tokens (1.5x to 7x
-        the time without it, growing with the cache) and pays from 64 up (0.5x to 1.0x); a single stream
-        decodes faster with it (0.84x), a few parallel ones slower (1.15x-1.3x for 2 to 8 sequences)."""
+        On the CPU, ggml's flash-attention kernel is slow for decodes of a few to 63 tokens (1.4x-2.1x the
+        time without it, more with a longer cache) and pays from about 64 up; one stream samples faster
+        with it, a few parallel ones mostly slower (`python -m ttc.flashbench`; figures in the README)."""
         if self.flash_attn != "auto":
             return self.flash_attn == "on"
         if self.offloaded:
@@ -191,13 +191,14 @@ class LlamaEngine(Engine):
         return one_stream or tokens_per_decode >= FLASH_MIN_TOKENS
 
     def _shared_context(self, n_ctx: int, n_seq: int, flash: bool | None) -> _Context:
-        """The engine's context for one-shot work (sampling, scoring), one per flash setting, replaced by a
-        larger one when it is too small."""
-        c = self._shared.get(flash)
-        if c is None or c.n_ctx < n_ctx or c.n_seq < n_seq:
+        """The engine's one context for one-shot work (sampling, scoring), replaced when it is too small or
+        has the other flash setting: one at a time, as a 64-sample context of a large model can be most
+        of the memory."""
+        c = self._ctx
+        if c is None or c.n_ctx < n_ctx or c.n_seq < n_seq or c.flash != flash:
             if c is not None:
                 c.close()
-            c = self._shared[flash] = _Context(self, n_ctx, n_seq, flash)
+            c = self._ctx = _Context(self, n_ctx, n_seq, flash)
         c.clear()
         return c
 
@@ -229,9 +230,9 @@ class LlamaEngine(Engine):
             e.close()
 
     def close(self) -> None:
-        shared, self._shared = self._shared, {}
-        for c in shared.values():
-            c.close()
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
         with self._spare_lock:
             spare, self._spare = self._spare, []
         for c in spare:
