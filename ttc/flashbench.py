@@ -4,8 +4,8 @@ The measurement behind `LlamaEngine.flash_for`. For each shape (live branches, t
 branch, new tokens fed per branch), in one run: two contexts of the same size, one with flash attention and
 one without; each fills its branches, then times one decode of the new tokens (best of `--reps`). Then
 `engine.sample` of N streams (64 tokens each) with and without it. It prints both times and their ratio
-(flash / no flash: below 1 flash attention pays). MODEL defaults to the
-shipped PRM. On a GPU build pass --gpu-layers to compare there.
+(flash / no flash: below 1 flash attention pays). MODEL defaults to the shipped PRM. On a GPU build pass
+--gpu-layers to compare there.
 """
 
 from __future__ import annotations
