@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ttc.arith import (
+from ttc.builtin.arith import (
     HELDOUT_PATH,
     canonical,
     check_solution,
@@ -219,7 +219,7 @@ def test_random_problem_strings_roundtrip():
 
 
 def test_a_dataset_made_to_exclude_the_shipped_500_shares_none_of_them(tmp_path):
-    from ttc.arith.__main__ import main
+    from ttc.builtin.arith.__main__ import main
 
     assert main(["--n", "300", "--seed", "11", "--out", str(tmp_path / "cal.jsonl")]) == 0
     records = read_dataset(tmp_path / "cal.jsonl")

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ttc.arith import evaluate, parse_boxed
+from ttc.builtin.arith import evaluate, parse_boxed
 from ttc.presets import load_preset
-from ttc.train import formats
+from ttc.builtin.train import formats
 
 MODELS = Path(__file__).resolve().parent.parent / "ttc" / "models"
 POLICY = MODELS / "tiny-arith-policy.gguf"
@@ -105,7 +105,7 @@ def test_prm_prefers_the_correct_solution(prm):
 # compact layout: 0.993 and 0.979; its step-level AUROC on policy samples was lower, 0.970 vs 0.974)
 @pytest.mark.parametrize("off,floor", [(10, 0.9), (1, 0.85)])
 def test_prm_checks_a_written_result_it_has_never_seen(prm, off, floor):
-    from ttc.arith import apply_op, heldout_problems, parse_problem, solution_steps
+    from ttc.builtin.arith import apply_op, heldout_problems, parse_problem, solution_steps
 
     rng = random.Random(off)
     right, wrong = [], []

@@ -56,7 +56,7 @@ def test_calibration_data_without_answers_is_refused(tmp_path, tiny_gguf):
 
 
 def test_the_estimator_that_ranks_pass_rates_best_is_chosen():
-    from ttc.calibrate import pick_estimator
+    from ttc.policy.calibrate import pick_estimator
 
     stats = {
         str(i): {"mean_score": (i * 37 % 11) / 11, "agreement": i / 10, "pass_rate": i / 10 + 0.01 * (i % 2)}

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ttc.bench.run import grade_answer
-from ttc.difficulty import PASS_SEED_OFFSET, ranks, spearman
+from ttc.policy.difficulty import PASS_SEED_OFFSET, ranks, spearman
 
 FIXTURE = REPO / "tests" / "fixtures" / "arith_head.jsonl"
 

@@ -284,7 +284,7 @@ def test_flash_attention_is_chosen_by_the_size_of_a_contexts_decodes(tiny_gguf, 
 
 
 def test_flashbench_measures_every_shape_both_ways(tiny_gguf, capsys):
-    from ttc.flashbench import SHAPES, main
+    from ttc.engine.llama.flashbench import SHAPES, main
 
     main([str(tiny_gguf), "--threads", "2", "--reps", "1"])
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]

@@ -26,7 +26,7 @@ from conftest import REPO, make_tiny_gguf
 from ttc.engine.base import SamplingParams
 from ttc.engine.llama import LlamaEngine
 from ttc.engine.openai import OpenAIEngine
-from ttc.gguf_llama import ByteVocab, GGUFSpec, LlamaShape, random_llama_tensors, write_llama_gguf
+from ttc.builtin.gguf_llama import ByteVocab, GGUFSpec, LlamaShape, random_llama_tensors, write_llama_gguf
 from ttc.presets import AnswerConfig, Preset, PRMConfig, PromptConfig
 from ttc.prm import MathShepherdPRM
 from ttc.strategies import REGISTRY, SolveContext
@@ -354,7 +354,7 @@ def test_builtin_pair_strategies_through_the_servers_solve_easy_problems(tmp_pat
     r = run_ttc("solve", "-", "-s", name, "-b", "8", "-p", str(path), "--json", "--seed", "3", stdin=stdin)
     assert r.returncode == 0, r.stderr.decode()
     recs = [json.loads(x) for x in r.stdout.decode().splitlines()]
-    from ttc.arith import evaluate
+    from ttc.builtin.arith import evaluate
 
     right = sum(str(evaluate(p)) == rec["answer"] for p, rec in zip(EASY, recs))
     assert right >= 2, [rec["answer"] for rec in recs]  # the pair solves these in-process at budget 8

@@ -15,8 +15,8 @@ import pytest
 
 from ttc.engine.base import SamplingParams
 from ttc.engine.openai import OpenAIEngine
-from ttc.engine.openai_http import choice_stop, redact, split_base_url, split_count, top_logprobs
-from ttc.engine.openai_setup import remote_spec
+from ttc.engine.openai.http import choice_stop, redact, split_base_url, split_count, top_logprobs
+from ttc.engine.openai.setup import remote_spec
 from ttc.errors import TTCRuntimeError, UsageError
 from ttc.presets import BackendConfig, Preset
 from ttc.solve import ModelOptions

@@ -113,7 +113,7 @@ def test_policy_defaults_to_auto(tmp_path, tiny_gguf):
 
 
 def test_the_shipped_policy_fits_the_builtin_pair():
-    from ttc.calibrate import min_budget
+    from ttc.policy.calibrate import min_budget
     from ttc.presets import load_preset
 
     preset = load_preset("tiny-arith")
@@ -143,7 +143,7 @@ def test_a_choice_may_spend_less_than_the_budget():
 
 
 def test_calibration_picks_a_smaller_budget_when_more_does_not_help():
-    from ttc.calibrate import choose
+    from ttc.policy.calibrate import choose
 
     ids = [f"p{i}" for i in range(50)]
     difficulty = {pid: i / 50 for i, pid in enumerate(ids)}
@@ -161,7 +161,7 @@ def test_calibration_picks_a_smaller_budget_when_more_does_not_help():
 
 
 def test_calibration_fills_levels_separately_only_where_that_cross_validates():
-    from ttc.calibrate import choose
+    from ttc.policy.calibrate import choose
 
     ids = [f"p{i:02d}" for i in range(100)]
     difficulty = {pid: i / 100 for i, pid in enumerate(ids)}  # 20 problems per level

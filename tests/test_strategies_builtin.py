@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from ttc.arith import evaluate, generate_problems, heldout_problems
+from ttc.builtin.arith import evaluate, generate_problems, heldout_problems
 from ttc.solve import ModelOptions, Solver
 
 pytest.importorskip("llama_cpp")

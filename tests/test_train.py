@@ -12,15 +12,15 @@ import pytest
 torch = pytest.importorskip("torch")
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from ttc.arith import generate_problems, solution_steps  # noqa: E402
-from ttc.gguf_llama import LlamaShape  # noqa: E402
-from ttc.train.common import make_optimizer, seed_everything, train_step  # noqa: E402
-from ttc.train.data import IGNORE, collate, policy_example, prm_example, revision_example, tag_digit_targets  # noqa: E402
-from ttc.train.export import export_gguf, load_gguf_model  # noqa: E402
-from ttc.train.formats import BAD_ID, GOOD_ID, TAG_ID, VOCAB, prm_text  # noqa: E402
-from ttc.train.model import Llama  # noqa: E402
-from ttc.train.prm import auroc  # noqa: E402
-from ttc.train.sample import generate  # noqa: E402
+from ttc.builtin.arith import generate_problems, solution_steps  # noqa: E402
+from ttc.builtin.gguf_llama import LlamaShape  # noqa: E402
+from ttc.builtin.train.common import make_optimizer, seed_everything, train_step  # noqa: E402
+from ttc.builtin.train.data import IGNORE, collate, policy_example, prm_example, revision_example, tag_digit_targets  # noqa: E402
+from ttc.builtin.train.export import export_gguf, load_gguf_model  # noqa: E402
+from ttc.builtin.train.formats import BAD_ID, GOOD_ID, TAG_ID, VOCAB, prm_text  # noqa: E402
+from ttc.builtin.train.model import Llama  # noqa: E402
+from ttc.builtin.train.prm import auroc  # noqa: E402
+from ttc.builtin.train.sample import generate  # noqa: E402
 
 MODELS = Path(__file__).resolve().parent.parent / "ttc" / "models"
 TINY = LlamaShape(n_vocab=VOCAB.size, n_embd=64, n_layer=2, n_head=2, n_head_kv=2, n_ff=128, n_ctx=512)
@@ -169,7 +169,7 @@ def test_auroc_matches_pairwise_definition():
 
 
 def test_tag_digits_name_the_value_each_step_should_show_and_are_learned_at_the_tags():
-    from ttc.train.prm import with_extra_targets
+    from ttc.builtin.train.prm import with_extra_targets
 
     steps = ["37+48=84", "84-19=65", "\\boxed{66}"]
     # 37+48 is 85; 84-19 is 65 (right, given its own left side); the answer line should repeat 65
@@ -193,7 +193,7 @@ def test_tag_digits_name_the_value_each_step_should_show_and_are_learned_at_the_
 
 
 def test_digit_flags_mark_where_a_written_result_leaves_the_true_one():
-    from ttc.train.data import digit_flags
+    from ttc.builtin.train.data import digit_flags
 
     steps = ["37+48=84", "84-19=65", "65+1=6", "\\boxed{6}"]  # 85 written 84; 65 right; 66 cut short to 6
     ids, _ = prm_example("37+48-19+1", steps)
@@ -202,8 +202,8 @@ def test_digit_flags_mark_where_a_written_result_leaves_the_true_one():
 
 
 def test_check_drills_are_first_steps_right_or_off_by_ten_or_one():
-    from ttc.arith import check_steps, evaluate
-    from ttc.train.prm import _drill_probes, drill_problem, drill_steps
+    from ttc.builtin.arith import check_steps, evaluate
+    from ttc.builtin.train.prm import _drill_probes, drill_problem, drill_steps
 
     rng = random.Random(0)
     skip = {"10+10+1", *generate_problems(50, ops=2, seed=3)}
@@ -224,7 +224,7 @@ def test_check_drills_are_first_steps_right_or_off_by_ten_or_one():
 
 
 def test_drill_batches_flag_the_wrong_digit_and_teach_the_tag():
-    from ttc.train.prm import drill_batch
+    from ttc.builtin.train.prm import drill_batch
 
     ids, targets, extra = drill_batch(32, random.Random(1), set())
     assert ids.shape[0] == 32 and extra.shape == (*ids.shape, 3)
@@ -241,7 +241,7 @@ def test_drill_batches_flag_the_wrong_digit_and_teach_the_tag():
 
 
 def test_prm_training_runs_its_drill_then_stops_the_mixture_where_told(tmp_path):
-    from ttc.train.prm import PRMConfig, train_prm
+    from ttc.builtin.train.prm import PRMConfig, train_prm
 
     torch.set_num_threads(2)
     policy = load_gguf_model(MODELS / "tiny-arith-policy.gguf")  # ends its solutions, so sampling is quick

@@ -214,7 +214,7 @@ class Solver:
 def load_engine(models: ModelOptions, preset: Preset, ref: str, base_dir: Path | None, role: str) -> Engine:
     """The engine for `role` ("policy" or "prm") with model reference `ref`: on the server the flags or the
     preset's `backend` section name, else in-process."""
-    from .engine.openai_setup import local_copy, remote_spec
+    from .engine.openai.setup import local_copy, remote_spec
 
     spec = remote_spec(models, preset, role, ref)
     if spec is not None:

@@ -168,7 +168,7 @@ def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
 def model_identity(opts: BenchOptions, solver: Solver) -> dict:
     """The model a run's records belong to: the GGUF's name and size, or the served model and its server
     (then nothing is downloaded or read locally)."""
-    from ..engine.openai_setup import remote_spec
+    from ..engine.openai.setup import remote_spec
 
     ref = opts.models.model or solver.preset.model
     spec = remote_spec(opts.models, solver.preset, "policy", ref)

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 
 from ..record import Candidate, Result
-from ..voting import majority_vote, weighted_vote
+from .voting import majority_vote, weighted_vote
 from .base import Meter, SolveContext, candidate, make_result, scale_spent, strategy
 
 Selector = Callable[[list[Candidate]], tuple[str | None, dict]]

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .bench.run import BenchOptions, run_bench
-from .bench.store import SAMPLES
-from .errors import UsageError
-from .policy import ESTIMATORS, LEVELS, Choice, Policy, dump_policy, estimate_value
-from .strategies.base import parse_variant
+from ..bench.run import BenchOptions, run_bench
+from ..bench.store import SAMPLES
+from ..errors import UsageError
+from .table import ESTIMATORS, LEVELS, Choice, Policy, dump_policy, estimate_value
+from ..strategies.base import parse_variant
 
 SAMPLED = ["majority", "best-of-n", "weighted-best-of-n"]
 SEARCH = ["beam:width=4", "beam:width=2", "dvts:width=4", "revise:sequential=4", "revise:sequential=2"]
@@ -102,9 +102,9 @@ def _read(path: Path) -> list[dict]:
 def _difficulty(records: list[dict], top: int, k: int) -> dict[str, dict[str, float]]:
     """Problem id -> the estimator's first k samples' mean aggregated PRM score and answer agreement, and
     the pass rate of its other samples (the truth the estimate is checked against)."""
-    from .bench.run import grade_answers
-    from .record import Candidate
-    from .strategies.adaptive import estimate_stats
+    from ..bench.run import grade_answers
+    from ..record import Candidate
+    from ..strategies.adaptive import estimate_stats
 
     out = {}
     for r in records:

@@ -3,7 +3,7 @@
 RMSNorm, SwiGLU feed-forward, no biases, rotary embeddings that rotate ADJACENT pairs of dimensions
 (llama.cpp's `llama` architecture, LLAMA_ROPE_TYPE_NORM), attention scaled by 1/sqrt(head_dim), untied
 input and output embeddings. Parameter names map one to one onto GGUF tensor names (`gguf_tensors`).
-The shape is `ttc.gguf_llama.LlamaShape`, the same object the GGUF writer takes.
+The shape is `ttc.builtin.gguf_llama.LlamaShape`, the same object the GGUF writer takes.
 """
 
 from __future__ import annotations

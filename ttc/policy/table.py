@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UsageError
+from ..errors import UsageError
 
 LEVELS = (1, 2, 3, 4, 5)
 KEYS = (  # a policy file's keys
@@ -125,7 +125,7 @@ def load_policy(path: str | Path) -> Policy:
     samples = data["samples"]
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise UsageError(f"{path}: 'samples' must be a positive integer")
-    from .strategies import REGISTRY as registry
+    from ..strategies import REGISTRY as registry
 
     table: dict[int, dict[int, Choice]] = {}
     raw = data["table"] or {}

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import TTCRuntimeError
-from .base import BranchSet, Completion, SamplingParams
+from ...errors import TTCRuntimeError
+from ..base import BranchSet, Completion, SamplingParams
 
 if TYPE_CHECKING:
-    from .llama import LlamaEngine
+    from .engine import LlamaEngine
 
 MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ
 N_BATCH = 512  # tokens per llama_decode

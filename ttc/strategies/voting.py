@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .answers import is_equivalent
-from .answers.normalize import normalize_answer_text
+from ..answers import is_equivalent
+from ..answers.normalize import normalize_answer_text
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Export a trained torch model to GGUF (through `ttc.gguf_llama`) and read a GGUF back into torch.
+"""Export a trained torch model to GGUF (through `ttc.builtin.gguf_llama`) and read a GGUF back into torch.
 
 Reading back lets the PRM recipe sample from the shipped policy file itself, and lets tests compare the
 GGUF's llama.cpp logits with the torch model's.

@@ -20,9 +20,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .engine.base import SamplingParams
-from .engine.models import physical_cores, resolve_model
-from .errors import UsageError
+from ..base import SamplingParams
+from ..models import physical_cores, resolve_model
+from ...errors import UsageError
 
 # A shared prompt of about 64 tokens on a byte-level vocabulary.
 PROMPT = "Problem: 37+48-19+5-61+22\nSolution:\n37+48=85\n85-19=66\n66+5=71\n71-61=10\n10+22=32\n"
@@ -40,7 +40,7 @@ def parse_ns(text: str) -> list[int]:
 
 def write_random_model(folder: Path) -> Path:
     """A random f16 llama model like batched-bench's reference (n_embd 768, 8 layers, n_ff 3072)."""
-    from .gguf_llama import ByteVocab, GGUFSpec, LlamaShape, random_llama_tensors, write_llama_gguf
+    from ...builtin.gguf_llama import ByteVocab, GGUFSpec, LlamaShape, random_llama_tensors, write_llama_gguf
 
     vocab = ByteVocab()
     shape = LlamaShape(n_vocab=vocab.size, n_embd=768, n_layer=8, n_head=12, n_head_kv=12, n_ff=3072, n_ctx=8192)
@@ -61,7 +61,7 @@ def run_speed(
 ) -> list[dict]:
     from llama_cpp import Llama
 
-    from .engine.llama import LlamaEngine, gpu_layers
+    from .engine import LlamaEngine, gpu_layers
 
     if tokens < 1:
         raise UsageError(f"--tokens must be at least 1, got {tokens}")
@@ -70,7 +70,7 @@ def run_speed(
         tmp = tempfile.TemporaryDirectory(prefix="ttc-speed-")
         path = write_random_model(Path(tmp.name))
     else:
-        from .presets import load_preset
+        from ...presets import load_preset
 
         p = load_preset(preset)
         path = resolve_model(model or p.model, base_dir=Path(p.source).parent)

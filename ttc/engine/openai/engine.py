@@ -8,7 +8,7 @@ prompts, chat templates included, so the server only continues text.
              SGLang's documentation advises against n > 1, so it gets separate requests), else one request
              per continuation, run concurrently up to the concurrency limit. Continuation i gets the same
              seed as in-process (`_seed(seed, i)`); a request with n choices gets the seed of its first.
-  branches   a client-side BranchSet (ttc.engine.openai_branches): each branch is the prompt plus the
+  branches   a client-side BranchSet (ttc.engine.openai.branches): each branch is the prompt plus the
              pieces appended to it. `extend` sends prompt + branch text with stop=[delimiter] (the server
              strips the stop; ttc re-appends it when include_stop); `fork` copies the pieces. The KV reuse
              the in-process engine does by forking sequences is left to the server's prefix cache (vLLM
@@ -46,11 +46,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..errors import TTCRuntimeError, UsageError
-from .base import BranchSet, Completion, Engine, ModelInfo, SamplingParams, Usage
-from .openai_branches import OpenAIBranches, position
-from .openai_http import ServerClient, ServerError, choice_stop, split_count, top_logprobs, usage_counts
-from .openai_setup import choose_model, model_facts
+from ...errors import TTCRuntimeError, UsageError
+from ..base import BranchSet, Completion, Engine, ModelInfo, SamplingParams, Usage
+from .branches import OpenAIBranches, position
+from .http import ServerClient, ServerError, choice_stop, split_count, top_logprobs, usage_counts
+from .setup import choose_model, model_facts
 
 KINDS = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama-server", "me": "llama-cpp-python"}
 LLAMA_CPP = ("llama-server", "llama-cpp-python")
@@ -60,7 +60,7 @@ BIAS = 100.0  # logit bias that makes the asked tokens the only candidates
 
 
 def _seed(seed: int, index: int) -> int:
-    from .llama_branches import _seed as llama_seed
+    from ..llama.branches import _seed as llama_seed
 
     return llama_seed(seed, index)
 

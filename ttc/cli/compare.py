@@ -5,12 +5,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from .answers import extract_gold, is_equivalent
-from .errors import UsageError
-from .record import Result
-from .solve import SamplingOverrides, Solver
-from .strategies import get_strategy
-from .strategies.base import as_number
+from ..answers import extract_gold, is_equivalent
+from ..errors import UsageError
+from ..record import Result
+from ..solve import SamplingOverrides, Solver
+from ..strategies import get_strategy
+from ..strategies.base import as_number
 
 
 def parse_list(text: str | None, what: str) -> list[str]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 IN_PROCESS = "in-process"  # backend.prm_base_url value: run the PRM in llama.cpp, not on a server
 
@@ -111,7 +111,7 @@ def local_copy(ref: str | None, base_dir) -> str | None:
         except Exception:
             return None
         return found if isinstance(found, str) else None
-    from .models import resolve_model
+    from ..models import resolve_model
 
     try:
         return str(resolve_model(ref, base_dir=base_dir))

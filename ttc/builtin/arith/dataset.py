@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .problems import MAX_OPS, MIN_OPS, canonical, count_ops, evaluate, random_problem
 
-HELDOUT_PATH = Path(__file__).resolve().parent.parent / "data" / "arith500.jsonl"
+HELDOUT_PATH = Path(__file__).resolve().parents[2] / "data" / "arith500.jsonl"
 SAMPLE_SEED = 20240806  # seed of the shipped sample (the day Snell et al. appeared)
 SAMPLE_SIZE = 500
 

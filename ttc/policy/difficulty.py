@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .answers import extract_gold
-from .bench.datasets import read_dataset
-from .bench.progress import Tally, make_reporter
-from .errors import UsageError
+from ..answers import extract_gold
+from ..bench.datasets import read_dataset
+from ..bench.progress import Tally, make_reporter
+from ..errors import UsageError
 
 PASS_SEED_OFFSET = 7_919  # the pass-rate samples are independent of the estimation samples
 
@@ -61,7 +61,7 @@ def check_dataset(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Predicted level and true pass rate per problem of a labeled dataset, and how well they agree."""
-    from .bench.run import grade_answers
+    from ..bench.run import grade_answers
 
     if pass_samples < 1:
         raise UsageError(f"--pass-samples must be a positive integer, got {pass_samples}")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .cli import (
+from .app import (
     GpuOpt,
     JsonOpt,
     ModelOpt,
@@ -21,7 +21,7 @@ from .cli import (
     app,
     err,
 )
-from .errors import UsageError
+from ..errors import UsageError
 
 
 @app.command(
@@ -53,7 +53,7 @@ def difficulty(
 
     With --data, every problem of a labeled dataset: its level on stdout (one per line), and on stderr how
     well the levels rank the problems by their true pass rate (Spearman's rho; 1 is perfect)."""
-    from .solve import ModelOptions, Solver, check_budget
+    from ..solve import ModelOptions, Solver, check_budget
 
     check_budget(samples)
     if data is not None and problem is not None:
@@ -61,7 +61,7 @@ def difficulty(
     problems = None if data is not None else _read_problems(problem)
     solver = Solver(ModelOptions(preset, model, n_gpu_layers, threads, verbose))
     if data is not None:
-        from .difficulty import check_dataset
+        from ..policy.difficulty import check_dataset
 
         report = check_dataset(solver, data, samples, pass_samples, seed, limit, err, quiet)
         if json_out:
@@ -139,9 +139,9 @@ def calibrate(
     """Learn which strategy wins at each difficulty level and budget; write a policy for --strategy auto."""
     from pathlib import Path
 
-    from .bench import BenchOptions, parse_budgets, parse_strategies
-    from .calibrate import CalibrateOptions, run_calibrate
-    from .solve import ModelOptions
+    from ..bench import BenchOptions, parse_budgets, parse_strategies
+    from ..policy.calibrate import CalibrateOptions, run_calibrate
+    from ..solve import ModelOptions
 
     name = Path(out).stem
     template = BenchOptions(

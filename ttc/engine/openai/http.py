@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import TTCRuntimeError, UsageError
+from ...errors import TTCRuntimeError, UsageError
 
 log = logging.getLogger("ttc.engine.openai")
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import TTCRuntimeError
-from .base import BranchSet, Completion, SamplingParams
+from ...errors import TTCRuntimeError
+from ..base import BranchSet, Completion, SamplingParams
 
 if TYPE_CHECKING:
-    from .openai import OpenAIEngine
+    from .engine import OpenAIEngine
 
 
 def position(p: int, n: int) -> int:

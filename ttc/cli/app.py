@@ -15,8 +15,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from . import __version__
-from .errors import TTCError, UsageError
+from .. import __version__
+from ..errors import TTCError, UsageError
 
 app = typer.Typer(
     name="ttc",
@@ -86,7 +86,7 @@ def _root(
 def _read_problems(problem: str | None) -> list[str]:
     """The problem argument, or one problem per line from stdin for `-` or no argument."""
     if problem is not None and problem != "-":
-        from .solve import check_problem
+        from ..solve import check_problem
 
         check_problem(problem)
         return [problem]
@@ -135,8 +135,8 @@ def solve(
 ) -> None:
     """Solve a problem within a budget; print the answer alone on stdout."""
     from .compare import parse_options
-    from .solve import ModelOptions, SamplingOverrides, Solver, check_budget
-    from .strategies import get_strategy
+    from ..solve import ModelOptions, SamplingOverrides, Solver, check_budget
+    from ..strategies import get_strategy
 
     check_budget(budget)
     if strategy is not None:
@@ -197,7 +197,7 @@ def compare(
 ) -> None:
     """Run strategies side by side on one problem: a table on stderr, --json records on stdout."""
     from .compare import parse_list, parse_options, run_compare
-    from .solve import ModelOptions, SamplingOverrides, Solver, check_budget, check_problem
+    from ..solve import ModelOptions, SamplingOverrides, Solver, check_budget, check_problem
 
     check_problem(problem)
     check_budget(budget)
@@ -219,8 +219,8 @@ def compare(
     solver.close()
 
 
-# `ttc difficulty` and `ttc calibrate` live in cli_policy.py; importing it here registers them in this order.
-from . import cli_policy  # noqa: E402, F401
+# `ttc difficulty` and `ttc calibrate` live in cli/policy.py; importing it here registers them in this order.
+from . import policy  # noqa: E402, F401
 
 
 @app.command()
@@ -233,8 +233,8 @@ def grade(
     json_out: JsonOpt = False,
 ) -> None:
     """Is PRED equivalent to GOLD? Exit 0 when it is, 1 when not. With --jsonl, print accuracy."""
-    from .answers import grade as grade_one
-    from .answers import grade_jsonl
+    from ..answers import grade as grade_one
+    from ..answers import grade_jsonl
 
     if jsonl is not None:
         if pred is not None or gold is not None:
@@ -270,7 +270,7 @@ def speed(
     json_out: JsonOpt = False,
 ) -> None:
     """Generation tokens/s of ttc's batched sampler vs a sequential create_completion loop, and their ratio."""
-    from .speed import parse_ns, run_speed
+    from ..engine.llama.speed import parse_ns, run_speed
 
     rows = run_speed(
         model,
@@ -328,8 +328,8 @@ def bench(
     """Run a dataset under strategies x budgets: live progress, resumable DIR/samples.jsonl, summaries, plot."""
     from pathlib import Path
 
-    from .bench import BenchOptions, parse_budgets, parse_strategies, run_bench
-    from .solve import ModelOptions, SamplingOverrides
+    from ..bench import BenchOptions, parse_budgets, parse_strategies, run_bench
+    from ..solve import ModelOptions, SamplingOverrides
 
     opts = BenchOptions(
         data=data,
@@ -360,7 +360,7 @@ def bench(
 @app.command("strategies")
 def strategies_cmd() -> None:
     """List the strategies."""
-    from .strategies import REGISTRY
+    from ..strategies import REGISTRY
 
     for spec in REGISTRY.values():
         print(f"{spec.name}\t{spec.summary}")
@@ -369,7 +369,7 @@ def strategies_cmd() -> None:
 @presets_app.command("list")
 def presets_list() -> None:
     """Names and descriptions of the presets found."""
-    from .presets import list_presets, load_preset
+    from ..presets import list_presets, load_preset
 
     for name in list_presets():
         print(f"{name}\t{load_preset(name).description}")
@@ -380,7 +380,7 @@ def presets_show(name: Annotated[str, typer.Argument(help="Preset name or YAML p
     """The preset, validated, with defaults filled in (YAML on stdout)."""
     import yaml
 
-    from .presets import load_preset, preset_to_dict
+    from ..presets import load_preset, preset_to_dict
 
     p = load_preset(name)
     print(f"# {p.source}")
