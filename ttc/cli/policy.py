@@ -1,5 +1,4 @@
-"""`ttc difficulty` and `ttc calibrate`: the commands of the compute-optimal policy (registered on the
-app of ttc.cli, which imports this module once its shared options exist)."""
+"""`ttc difficulty` and `ttc calibrate`: the commands of the compute-optimal policy."""
 
 from __future__ import annotations
 
@@ -8,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .app import (
+from .app import app, err
+from .options import (
     GpuOpt,
     JsonOpt,
     ModelOpt,
@@ -17,9 +17,7 @@ from .app import (
     SeedOpt,
     ThreadsOpt,
     VerboseOpt,
-    _read_problems,
-    app,
-    err,
+    read_problems,
 )
 from ..errors import UsageError
 
@@ -58,7 +56,7 @@ def difficulty(
     check_budget(samples)
     if data is not None and problem is not None:
         raise UsageError("give either a PROBLEM or --data, not both")
-    problems = None if data is not None else _read_problems(problem)
+    problems = None if data is not None else read_problems(problem)
     solver = Solver(ModelOptions(preset, model, n_gpu_layers, threads, verbose))
     if data is not None:
         from ..policy.difficulty import check_dataset

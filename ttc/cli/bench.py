@@ -1,0 +1,126 @@
+"""`ttc speed` and `ttc bench`: the engine's sampling speed against a sequential loop, and a dataset run under
+strategies x budgets with live progress, a resumable samples file, summaries and a plot."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from .app import app, err
+from .options import (
+    BackendOpt,
+    BaseUrlOpt,
+    GpuOpt,
+    JsonOpt,
+    ModelOpt,
+    PresetOpt,
+    QuietOpt,
+    SeedOpt,
+    ServedModelOpt,
+    ThreadsOpt,
+    VerboseOpt,
+)
+
+
+@app.command()
+def speed(
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    n: Annotated[str, typer.Option("--n", help="Comma-separated numbers of parallel samples.")] = "1,4,16,64",
+    tokens: Annotated[int, typer.Option("--tokens", help="Tokens generated per sample.")] = 64,
+    threads: ThreadsOpt = None,
+    n_gpu_layers: GpuOpt = None,
+    random: Annotated[
+        bool, typer.Option("--random", help="Measure on a random 76 M-parameter f16 model (batched-bench's shape).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Generation tokens/s of ttc's batched sampler vs a sequential create_completion loop, and their ratio."""
+    from ..engine.llama.speed import parse_ns, run_speed
+
+    rows = run_speed(
+        model,
+        preset,
+        parse_ns(n),
+        tokens,
+        threads,
+        n_gpu_layers,
+        random_model=random,
+        progress=None if json_out else err,
+    )
+    if json_out:
+        print(json.dumps(rows))
+
+
+@app.command(
+    epilog="Examples:\n\n  ttc bench ttc/data/arith500.jsonl --strategies majority --budgets 1,2,4,8,16 --limit 50\n\n"
+    "  ttc bench math500.jsonl --limit 20 --out runs/math --plot\n\n"
+    "  ttc bench math500.jsonl --limit 20 --out runs/math --resume"
+)
+def bench(
+    data: Annotated[str, typer.Argument(help="JSONL dataset: MATH-500, GSM8K, arith, or any with --*-key.")],
+    strategies: Annotated[str, typer.Option("--strategies", "-s", help="Comma-separated strategies.")] = "majority",
+    budgets: Annotated[str, typer.Option("--budgets", "-b", help="Comma-separated budgets.")] = "1,4,16,64",
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Results folder (default: bench-runs/DATASET_NAME).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N valid problems.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out, skipping what is done.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start over in a non-empty --out, or resume with a changed config.")
+    ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="A malformed dataset line is fatal.")] = False,
+    problem_key: Annotated[str | None, typer.Option("--problem-key", help="Key of the problem text.")] = None,
+    answer_key: Annotated[str | None, typer.Option("--answer-key", help="Key of the gold answer.")] = None,
+    id_key: Annotated[str | None, typer.Option("--id-key", help="Key of the id (default: the line number).")] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="Problems at once, for backends that serve several requests.")
+    ] = 1,
+    plot: Annotated[bool, typer.Option("--plot", help="Write DIR/accuracy_vs_budget.png (matplotlib).")] = False,
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = 0,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the preset's).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Tokens per solution (default: the preset's).")] = None,
+    n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    served_model: ServedModelOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print summary.json on stdout at the end.")] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run a dataset under strategies x budgets: live progress, resumable DIR/samples.jsonl, summaries, plot."""
+    from pathlib import Path
+
+    from ..bench import BenchOptions, parse_budgets, parse_strategies, run_bench
+    from ..solve import ModelOptions, SamplingOverrides
+
+    opts = BenchOptions(
+        data=data,
+        out=out or str(Path("bench-runs") / Path(data).stem),
+        strategies=parse_strategies(strategies),
+        budgets=parse_budgets(budgets),
+        limit=limit,
+        seed=seed,
+        resume=resume,
+        force=force,
+        strict=strict,
+        problem_key=problem_key,
+        answer_key=answer_key,
+        id_key=id_key,
+        concurrency=concurrency,
+        plot=plot,
+        quiet=quiet,
+        models=ModelOptions(
+            preset, model, n_gpu_layers, threads, verbose, backend=backend, base_url=base_url, served_model=served_model
+        ),
+        sampling=SamplingOverrides(temperature=temperature, max_tokens=max_tokens),
+    )
+    summary = run_bench(opts, console=err)
+    if json_out:
+        print(json.dumps(summary, ensure_ascii=False))
+
