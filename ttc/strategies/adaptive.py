@@ -13,9 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import UsageError
-from ..policy import Policy
 from ..record import Candidate, Result
-from .base import REGISTRY, Meter, SolveContext, make_result, strategy
+from .base import REGISTRY, Meter, PolicyTable, SolveContext, make_result, strategy
 from .sampling import sample_candidates, score_candidates, select_best, select_majority, select_weighted
 
 FINAL_RULE = {"majority": select_majority, "best-of-n": select_best, "greedy": select_weighted}
@@ -29,7 +28,7 @@ class Estimate:
     candidates: list[Candidate]
 
 
-def estimate_difficulty(ctx: SolveContext, k: int, policy: Policy | None) -> Estimate:
+def estimate_difficulty(ctx: SolveContext, k: int, policy: PolicyTable | None) -> Estimate:
     """Sample k solutions, score them with the PRM: the mean final score is the paper's model-predicted
     difficulty; the answer agreement is reported beside it."""
     cands = sample_candidates(ctx, k, seed=ctx.seed + 104_729)

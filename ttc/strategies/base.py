@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..answers import extract_answer
 from ..engine.base import Completion, Engine, SamplingParams, Usage
@@ -18,6 +18,20 @@ from ..errors import UsageError
 from ..presets import Preset
 from ..prompts import problem_prompt
 from ..record import Candidate, Result, Spent
+
+
+class PolicyTable(Protocol):
+    """What `auto` needs of a compute-optimal policy (ttc.policy.Policy implements it): the strategies layer
+    runs a table without importing the layer that loads and calibrates one."""
+
+    samples: int  # difficulty-estimation samples, spent from the budget
+    source: str
+
+    def value(self, mean_score: float, agreement: float) -> float: ...
+
+    def level(self, value: float) -> int: ...
+
+    def plan(self, level: int, budget: int) -> tuple[Any, int, int]: ...
 
 
 @dataclass
@@ -29,7 +43,7 @@ class SolveContext:
     seed: int
     sampling: SamplingParams  # temperature, top_p, top_k, max_tokens, stop (preset < flags)
     prm: Any = None  # a reward model (ttc.prm), None when none is configured
-    table: Any = None  # the compute-optimal policy (ttc.policy.Policy) for `auto`, when the preset has one
+    table: PolicyTable | None = None  # the compute-optimal policy (ttc.policy.Policy) for `auto`, if any
     options: dict[str, Any] = field(default_factory=dict)  # strategy hyperparameters
     progress: Callable[[str], None] | None = None  # status callback for the command line
     notes: list[str] = field(default_factory=list)  # what the strategy adjusted (shown on stderr, kept in details)
