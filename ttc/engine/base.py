@@ -154,3 +154,10 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+def derive_seed(seed: int, index: int) -> int:
+    """The seed of sample `index` of a run seeded `seed`: it depends on nothing else (how many are drawn,
+    which backend draws them), so sample i is the same in every run and on every backend that honours seeds."""
+    s = (int(seed) * 1_000_003 + int(index) * 7_919 + 12_345) & 0xFFFFFFFF
+    return s if s != 0xFFFFFFFF else 0  # 0xFFFFFFFF means "random" to llama.cpp

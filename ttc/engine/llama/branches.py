@@ -1,164 +1,27 @@
 """Branches of one prompt inside one llama.cpp context: the bookkeeping behind `LlamaEngine`.
 
-A `_Context` is one llama_context with its batch, sized for a piece of work; `LlamaBranches` keeps
-branches as (sequence id, tokens, how many are cached) and turns fork / extend / feed / drop into
-chunked `llama_decode` calls. Kin branches (forked, not yet diverged) share one evaluation of their
-pending tokens: one cell carries all their sequence ids and they sample from one logits row.
+`LlamaBranches` keeps branches (context.Branch: sequence id, tokens, how many are cached) in one `_Context`
+and turns fork / extend / feed / drop into its chunked `llama_decode` calls. Kin branches (forked, not yet
+diverged) share one evaluation of their pending tokens: one cell carries all their sequence ids and they
+sample from one logits row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 
 from ...errors import TTCRuntimeError
-from ..base import BranchSet, Completion, SamplingParams
-
-if TYPE_CHECKING:
-    from .engine import LlamaEngine
-
-MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ
-N_BATCH = 512  # tokens per llama_decode
-
-
-@dataclass
-class Branch:
-    seq: int  # llama.cpp sequence id
-    tokens: list[int]  # every token of the branch, prompt included
-    n_cached: int = 0  # tokens[:n_cached] are in the KV cache of `seq`
-    n_prompt: int = 0  # tokens[:n_prompt] are the prompt
-    n_sampled_uncached: int = 0  # how many of the uncached tokens were sampled here (not input)
-    last_sampled: bool = False  # whether the last token was sampled (it stays uncached until extended)
-    finished: bool = False  # ended with an end-of-generation token
-    kin: int | None = None  # branches with the same kin have identical tokens and cache (forked, not diverged)
-
-    def charge(self, upto: int) -> int:
-        """Input tokens among tokens[n_cached:upto], about to be evaluated; sampled ones were counted when
-        sampled. Only the last token can stay behind (`_settle`), so `last_sampled` settles the rest."""
-        n = upto - self.n_cached
-        left_behind_sampled = int(upto < len(self.tokens) and self.last_sampled)
-        sampled = self.n_sampled_uncached - left_behind_sampled
-        self.n_sampled_uncached = left_behind_sampled
-        return n - sampled
-
-
-class _Context:
-    """One llama_context plus its batch, sized for a piece of work. `flash`: flash attention on (True),
-    off (False) or llama.cpp's choice (None); see `LlamaEngine.flash_for`."""
-
-    def __init__(self, engine: LlamaEngine, n_ctx: int, n_seq: int, flash: bool | None = None):
-        lc = engine.lc
-        self.engine = engine
-        params = lc.llama_context_default_params()
-        self.n_ctx = int(-(-max(n_ctx, 64) // 256) * 256)
-        self.n_batch = min(N_BATCH, self.n_ctx)
-        params.n_ctx = self.n_ctx
-        params.n_batch = self.n_batch
-        params.n_ubatch = self.n_batch
-        params.n_seq_max = max(1, min(MAX_SEQ, n_seq))
-        params.kv_unified = True
-        params.n_threads = engine.n_threads
-        params.n_threads_batch = engine.n_threads
-        params.no_perf = True
-        params.flash_attn_type = (
-            lc.LLAMA_FLASH_ATTN_TYPE_AUTO
-            if flash is None
-            else lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if flash
-            else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
-        self.flash = flash
-        self.n_seq = params.n_seq_max
-        self.ctx = lc.llama_init_from_model(engine.llm.model, params)
-        if not self.ctx:
-            raise TTCRuntimeError(
-                f"llama.cpp could not create a context of {self.n_ctx} tokens for {self.n_seq} sequences "
-                "(out of memory?); lower --budget"
-            )
-        self.mem = lc.llama_get_memory(self.ctx)
-        self.batch = lc.llama_batch_init(self.n_batch, 0, self.n_seq)
-        self.n_vocab = engine.n_vocab
-
-    def close(self) -> None:
-        if self.ctx:
-            lc = self.engine.lc
-            lc.llama_batch_free(self.batch)
-            lc.llama_free(self.ctx)
-            self.ctx = None
-
-    def clear(self) -> None:
-        self.engine.lc.llama_memory_clear(self.mem, True)
-
-    def decode(self, items: list[tuple[Branch, int, set[int] | None]], on_logits: Callable[[Branch, int, int], None]):
-        """Evaluate, for each (branch, upto, want), tokens[n_cached:upto] of the branch. `want` holds
-        token indices whose logits are needed (None: the last one); `on_logits(branch, index, row)` is
-        called right after the decode that produced each, while its row is readable."""
-        lc, eng = self.engine.lc, self.engine
-        # Kin branches with the same uncached tokens are evaluated once, the token carrying all their
-        # sequence ids (a unified KV cell may belong to many sequences), and share the logits row.
-        groups: dict[tuple, tuple[list[Branch], int, set[int]]] = {}
-        for br, upto, want in items:
-            want = {upto - 1} if want is None else want
-            key = (br.kin, br.n_cached, upto, tuple(br.tokens[br.n_cached : upto]), frozenset(want))
-            if br.kin is None:
-                key = (id(br),)
-            if key in groups:
-                groups[key][0].append(br)
-            else:
-                groups[key] = ([br], upto, want)
-        queue = []
-        for members, upto, want in groups.values():
-            first = members[0]
-            eng.usage.prompt_tokens += first.charge(upto)
-            for m in members[1:]:
-                m.charge(upto)
-            for i in range(first.n_cached, upto):
-                queue.append((members, i, i in want))
-        b = self.batch
-        for start in range(0, len(queue), self.n_batch):
-            chunk = queue[start : start + self.n_batch]
-            for row, (members, i, logits) in enumerate(chunk):
-                b.token[row] = members[0].tokens[i]
-                b.pos[row] = i
-                b.n_seq_id[row] = len(members)
-                for j, m in enumerate(members):
-                    b.seq_id[row][j] = m.seq
-                b.logits[row] = 1 if logits else 0
-            b.n_tokens = len(chunk)
-            rc = lc.llama_decode(self.ctx, b)
-            eng.usage.decode_calls += 1
-            if rc != 0:
-                raise TTCRuntimeError(
-                    f"llama_decode failed (code {rc}): the KV cache of {self.n_ctx} tokens is full"
-                    if rc == 1
-                    else f"llama_decode failed (code {rc})"
-                )
-            for row, (members, i, logits) in enumerate(chunk):
-                for m in members:
-                    m.n_cached = i + 1
-                    if logits:
-                        on_logits(m, i, row)
-
-    def logits_row(self, row: int) -> np.ndarray:
-        ptr = self.engine.lc.llama_get_logits_ith(self.ctx, row)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-
-
-def _log_softmax_at(logits: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    m = x.max()
-    lse = m + np.log(np.exp(x - m).sum())
-    return x[token_ids] - lse
+from ..base import BranchSet, Completion, SamplingParams, derive_seed
+from .context import Branch, Host, _Context, _log_softmax_at
 
 
 class LlamaBranches(BranchSet):
     """Branches of one prompt in one llama.cpp context (see the module docstring)."""
 
     def __init__(
-        self, engine: LlamaEngine, ctx: _Context, prompt_tokens: list[int], owns_context: bool, scoring: bool = False
+        self, engine: Host, ctx: _Context, prompt_tokens: list[int], owns_context: bool, scoring: bool = False
     ):
         self.engine, self.ctx, self.owns_context = engine, ctx, owns_context
         self.scoring = scoring  # only `feed` will follow: nothing needs to stay pending
@@ -238,7 +101,7 @@ class LlamaBranches(BranchSet):
                 raise TTCRuntimeError(f"branch {b} has already finished; it cannot be extended")
             state[b] = _Gen(
                 br,
-                _make_chain(lc, params, _seed(params.seed, first_index + j), eng.eog_tokens(), eng.n_vocab),
+                _make_chain(lc, params, derive_seed(params.seed, first_index + j), eng.eog_tokens(), eng.n_vocab),
                 len(br.tokens),
             )
         active = list(ids)
@@ -332,11 +195,6 @@ class LlamaBranches(BranchSet):
         return [results[b] for b in branches]
 
 
-def _seed(seed: int, index: int) -> int:
-    s = (int(seed) * 1_000_003 + int(index) * 7_919 + 12_345) & 0xFFFFFFFF
-    return s if s != 0xFFFFFFFF else 0  # 0xFFFFFFFF means "random" to llama.cpp
-
-
 def _make_chain(lc, params: SamplingParams, seed: int, eog: list[int], n_vocab: int):
     chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
     if params.ignore_eos and eog:
@@ -382,7 +240,7 @@ class _Gen:
     def finish(self, reason: str) -> None:
         self.reason = reason
 
-    def cut_at_stop(self, hit: tuple[int, bytes], include_stop: bool, eng: LlamaEngine) -> None:
+    def cut_at_stop(self, hit: tuple[int, bytes], include_stop: bool, eng: Host) -> None:
         """Cut the continuation exactly at the stop string; tokens past the cut leave the branch."""
         at, s = hit
         end = at + len(s) if include_stop else at
@@ -402,7 +260,7 @@ class _Gen:
         elif keep == 0:
             self.br.last_sampled = self.prev_last_sampled
 
-    def completion(self, eng: LlamaEngine) -> Completion:
+    def completion(self, eng: Host) -> Completion:
         data = self.text_bytes if self.text_bytes is not None else self.buf
         toks = self.br.tokens[self.start :]
         return Completion(

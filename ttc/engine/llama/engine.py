@@ -28,8 +28,9 @@ import numpy as np
 
 from ...errors import TTCRuntimeError, UsageError
 from ..base import Completion, Engine, ModelInfo, SamplingParams, Usage
-from .branches import MAX_SEQ, N_BATCH, LlamaBranches, _Context
 from ..models import check_gguf, physical_cores
+from .branches import LlamaBranches
+from .context import MAX_SEQ, N_BATCH, _Context
 
 SPARE_CONTEXTS = 4  # closed branch sets' contexts kept per engine for reuse
 FLASH_MIN_TOKENS = 64  # on the CPU, flash attention pays for decodes of at least this many tokens

@@ -14,9 +14,10 @@ import argparse
 import time
 
 from ..base import SamplingParams
-from .branches import LlamaBranches, _Context
-from .engine import FLASH_MIN_TOKENS, LlamaEngine
 from ..models import resolve_model
+from .branches import LlamaBranches
+from .context import _Context
+from .engine import FLASH_MIN_TOKENS, LlamaEngine
 
 PREFIX = 30  # tokens of the shared prompt
 # (live branches, tokens cached per branch, new tokens per branch): a search's step feeds, then generation

@@ -20,9 +20,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ...errors import UsageError
 from ..base import SamplingParams
 from ..models import physical_cores, resolve_model
-from ...errors import UsageError
 
 # A shared prompt of about 64 tokens on a byte-level vocabulary.
 PROMPT = "Problem: 37+48-19+5-61+22\nSolution:\n37+48=85\n85-19=66\n66+5=71\n71-61=10\n10+22=32\n"

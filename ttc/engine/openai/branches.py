@@ -9,15 +9,27 @@ spares recomputing the prefixes that branches share.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import numpy as np
 
 from ...errors import TTCRuntimeError
 from ..base import BranchSet, Completion, SamplingParams
 
-if TYPE_CHECKING:
-    from .engine import OpenAIEngine
+
+class Server(Protocol):
+    """What client-side branches need of the engine that talks to the server (OpenAIEngine is one)."""
+
+    def timed(self) -> AbstractContextManager[None]: ...
+
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def generate_many(self, prompts: list[str], params: SamplingParams, first_index: int = 0) -> list[Completion]: ...
+
+    def scores_at(self, prompts: list[list], token_ids: Sequence[int]) -> list[np.ndarray]: ...
 
 
 def position(p: int, n: int) -> int:
@@ -31,7 +43,7 @@ class OpenAIBranches(BranchSet):
     """Branches held by the client: each is the prompt plus the pieces appended to it (generated text, or
     token ids fed by a PRM); the server's prefix cache spares recomputing what branches share."""
 
-    def __init__(self, engine: OpenAIEngine, prompt: str, scoring: bool = False):
+    def __init__(self, engine: Server, prompt: str, scoring: bool = False):
         self.engine, self.scoring = engine, scoring
         self.live: dict[int, list] = {0: [prompt]}
         self.finished: set[int] = set()

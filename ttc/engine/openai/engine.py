@@ -7,14 +7,14 @@ prompts, chat templates included, so the server only continues text.
   sample     one request with `n` where the server honours it (probed once: ask n=2, count the choices;
              SGLang's documentation advises against n > 1, so it gets separate requests), else one request
              per continuation, run concurrently up to the concurrency limit. Continuation i gets the same
-             seed as in-process (`_seed(seed, i)`); a request with n choices gets the seed of its first.
+             seed as in-process (`derive_seed(seed, i)`); a request with n choices gets the seed of its first.
   branches   a client-side BranchSet (ttc.engine.openai.branches): each branch is the prompt plus the
              pieces appended to it. `extend` sends prompt + branch text with stop=[delimiter] (the server
              strips the stop; ttc re-appends it when include_stop); `fork` copies the pieces. The KV reuse
              the in-process engine does by forking sequences is left to the server's prefix cache (vLLM
              automatic prefix caching, SGLang's radix cache, llama-server's cache_prompt,
              llama-cpp-python's last-prompt reuse).
-  scoring    log P(token) at a position: a request for the text up to and including that token with
+  scoring    (scoring.py) log P(token) at a position: a request for the text up to and including that token with
              max_tokens=1, logprobs=k and an equal logit_bias of +100 on the asked tokens. An equal bias
              keeps their ratio exact and makes them the top choices, so both come back in one answer
              when the server reports post-bias log-probs; servers that report raw log-probs (vLLM V1,
@@ -44,28 +44,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-import numpy as np
-
 from ...errors import TTCRuntimeError, UsageError
-from ..base import BranchSet, Completion, Engine, ModelInfo, SamplingParams, Usage
-from .branches import OpenAIBranches, position
-from .http import ServerClient, ServerError, choice_stop, split_count, top_logprobs, usage_counts
+from ..base import BranchSet, Completion, Engine, ModelInfo, SamplingParams, Usage, derive_seed
+from .branches import OpenAIBranches
+from .http import ServerClient, ServerError, choice_stop, split_count, usage_counts
+from .scoring import PRMScoring
 from .setup import choose_model, model_facts
 
 KINDS = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama-server", "me": "llama-cpp-python"}
 LLAMA_CPP = ("llama-server", "llama-cpp-python")
-TOKEN_PROMPTS = ("vllm", "sglang", "llama-server")  # servers that take prompts as token ids
 N_PER_REQUEST = 16  # choices per request when the server honours n
-BIAS = 100.0  # logit bias that makes the asked tokens the only candidates
 
 
-def _seed(seed: int, index: int) -> int:
-    from ..llama.branches import _seed as llama_seed
-
-    return llama_seed(seed, index)
-
-
-class OpenAIEngine(Engine):
+class OpenAIEngine(PRMScoring, Engine):
     """A model behind an OpenAI-compatible server."""
 
     thread_safe = True  # ttc bench may run several problems on it at once
@@ -320,7 +311,11 @@ class OpenAIEngine(Engine):
         """One continuation of each prompt, concurrently; prompt j samples with seed (params.seed, first_index + j)."""
         acct = self.usage
         jobs = list(enumerate(prompts))
-        done = self._map(lambda j: self._generate(j[1], params, 1, _seed(params.seed, first_index + j[0]), acct), jobs)
+
+        def one(j):
+            return self._generate(j[1], params, 1, derive_seed(params.seed, first_index + j[0]), acct)
+
+        done = self._map(one, jobs)
         return [c for cs in done for c in cs]
 
     def sample(self, prompt: str, n: int, params: SamplingParams) -> list[Completion]:
@@ -330,7 +325,11 @@ class OpenAIEngine(Engine):
             if n > 1 and self._uses_n():
                 acct = self.usage
                 chunks = [(i, min(N_PER_REQUEST, n - i)) for i in range(0, n, N_PER_REQUEST)]
-                done = self._map(lambda c: self._generate(prompt, params, c[1], _seed(params.seed, c[0]), acct), chunks)
+
+                def chunk(c):
+                    return self._generate(prompt, params, c[1], derive_seed(params.seed, c[0]), acct)
+
+                done = self._map(chunk, chunks)
                 return [c for cs in done for c in cs]
             return self.generate_many([prompt] * n, params)
 
@@ -338,81 +337,3 @@ class OpenAIEngine(Engine):
         self, prompt: str, max_live: int, max_tokens: int, scoring: bool = False, feed_tokens: int = 0
     ) -> BranchSet:
         return OpenAIBranches(self, prompt, scoring)
-
-    # -- scoring ----------------------------------------------------------------------------------------------
-    def render(self, pieces: Sequence) -> str | list[int]:
-        """A prompt from pieces (text, or tuples of token ids), as the server takes it: token ids where it
-        accepts them (the first text piece tokenized with BOS and special tokens, later ones plain), else text."""
-        if self.kind in TOKEN_PROMPTS:
-            ids: list[int] = []
-            for i, p in enumerate(pieces):
-                ids += list(p) if isinstance(p, tuple) else self.tokenize(p, add_bos=i == 0, special=i == 0)
-            return ids
-        return "".join(p if isinstance(p, str) else self.detokenize(p) for p in pieces)
-
-    def _score(self, prompt, token_ids: Sequence[int], acct: Usage) -> np.ndarray:
-        """log P(token_ids) of the token after `prompt` (see the module docstring)."""
-        chosen, top = self._score_request(prompt, token_ids, acct)
-        values: dict[int, float] = {}
-        for key, lp in ([chosen] if chosen else []) + top:
-            t = self._token_of(key, token_ids)
-            if t is not None and t not in values:
-                values[t] = lp
-        for t in [t for t in token_ids if t not in values]:
-            chosen, _ = self._score_request(prompt, [t], acct)
-            if chosen is None or self._token_of(chosen[0], [t]) != t:
-                raise TTCRuntimeError(
-                    f"server at {self.client.where} ignores logit_bias, so ttc cannot read the log-probability of "
-                    f"token {t} ({self.token_text(t)!r}) for the PRM; use a server that honours logit_bias"
-                )
-            values[t] = chosen[1]
-        return np.array([values[t] for t in token_ids], dtype=np.float64)
-
-    def _score_request(self, prompt, token_ids: Sequence[int], acct: Usage):
-        k = min(20, max(5, len(token_ids)))
-        body = {"model": self.served, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": k}
-        if self.kind == "llama-server":
-            body["logit_bias"] = [[int(t), BIAS] for t in token_ids]
-        else:
-            body["logit_bias"] = {str(int(t)): BIAS for t in token_ids}
-        if self.kind == "vllm":
-            body["return_tokens_as_token_ids"] = True
-        data = self.client.json("POST", "/completions", body)
-        self._charge(acct, usage_counts(data)[0], 0)  # the one forced token is not a generation
-        choices = data.get("choices") or [{}]
-        chosen, top = top_logprobs(choices[0])
-        if chosen is None and not top:
-            raise TTCRuntimeError(
-                f"server at {self.client.where} returned no log-probabilities (logprobs on /v1/completions); "
-                "the PRM needs them"
-            )
-        return chosen, top
-
-    def _token_of(self, key, candidates: Sequence[int]) -> int | None:
-        if isinstance(key, int):
-            return key if key in candidates else None
-        hits = [t for t in candidates if self.detokenize([t]) == key]
-        if len(hits) > 1:
-            raise TTCRuntimeError(
-                f"tokens {hits} read the same ({key!r}) and server at {self.client.where} names log-probs by text"
-            )
-        return hits[0] if hits else None
-
-    def scores_at(self, prompts: list[list], token_ids: Sequence[int]) -> list[np.ndarray]:
-        """For each prompt (a list of pieces): log P(token_ids) of the next token; concurrent."""
-        acct = self.usage
-        return self._map(lambda pieces: self._score(self.render(pieces), token_ids, acct), prompts)
-
-    def logprobs_at(self, prefix, suffixes, positions, token_ids) -> list[np.ndarray]:
-        with self.timed():
-            head = tuple(prefix) if isinstance(prefix, list) else prefix
-            out = [np.zeros((len(pos), len(token_ids)), dtype=np.float64) for pos in positions]
-            jobs, where = [], []
-            for i, (s, pos) in enumerate(zip(suffixes, positions)):
-                ids = tuple(s) if isinstance(s, list) else tuple(self.tokenize(s, add_bos=False))
-                for k, p in enumerate(pos):
-                    jobs.append([head, ids[: position(p, len(ids)) + 1]])
-                    where.append((i, k))
-            for (i, k), row in zip(where, self.scores_at(jobs, token_ids)):
-                out[i][k] = row
-            return out
