@@ -100,7 +100,7 @@ def test_rlhflow_search_feeds_each_branch_only_its_new_turn(llama3_prm_engine):
     """In step-wise search the RLHFlow PRM keeps a branch per search branch: the conversation with one more
     step extends the one before, so only the new turn is evaluated (the problem once, for all branches),
     and the scores equal a fresh scoring of each branch's whole conversation."""
-    from ttc.prm.reward import _ChatScorer
+    from ttc.prm.rlhflow import _ChatScorer
 
     preset = load_preset("qwen2.5-math-1.5b")
     prm = RLHFlowPRM(llama3_prm_engine, preset.prm, preset.step_delimiter)
@@ -132,7 +132,7 @@ def test_rlhflow_search_feeds_each_branch_only_its_new_turn(llama3_prm_engine):
 def test_rlhflow_with_a_template_that_rewrites_earlier_turns_rescores(tmp_path):
     """A chat template whose rendering of earlier turns changes as turns are added (here: a turn count up
     front) cannot be extended; the scorer falls back to rescoring whole conversations, still right."""
-    from ttc.prm.reward import _RenderedScorer
+    from ttc.prm.rlhflow import _RenderedScorer
 
     counted = "{{ messages | length }}|" + LLAMA3_TEMPLATE
     path = make_tiny_gguf(tmp_path / "prm.gguf", seed=9, user_tokens=LLAMA3_TOKENS, chat_template=counted)

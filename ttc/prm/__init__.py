@@ -1,7 +1,9 @@
-"""Process reward models (`reward`) and the aggregation of per-step scores (`aggregate`)."""
+"""Process reward models: the interface and the Math-Shepherd and self-judge formats (`reward`), the RLHFlow
+chat format (`rlhflow`), and the aggregation of per-step scores (`aggregate`)."""
 
 from .aggregate import AGGREGATIONS, get_aggregation
-from .reward import MathShepherdPRM, RewardModel, RLHFlowPRM, SelfJudgePRM, StepScorer, two_way
+from .reward import MathShepherdPRM, RewardModel, SelfJudgePRM, StepScorer, two_way
+from .rlhflow import RLHFlowPRM
 
 __all__ = [
     "AGGREGATIONS",
