@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ttc.builtin.arith import evaluate, parse_boxed
-from ttc.presets import load_preset
 from ttc.builtin.train import formats
+from ttc.presets import load_preset
 
 MODELS = Path(__file__).resolve().parent.parent / "ttc" / "models"
 POLICY = MODELS / "tiny-arith-policy.gguf"

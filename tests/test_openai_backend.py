@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from conftest import REPO, make_tiny_gguf
 
+from ttc.builtin.gguf_llama import ByteVocab, GGUFSpec, LlamaShape, random_llama_tensors, write_llama_gguf
 from ttc.engine.base import SamplingParams
 from ttc.engine.llama import LlamaEngine
 from ttc.engine.openai import OpenAIEngine
-from ttc.builtin.gguf_llama import ByteVocab, GGUFSpec, LlamaShape, random_llama_tensors, write_llama_gguf
 from ttc.presets import AnswerConfig, Preset, PRMConfig, PromptConfig
 from ttc.prm import MathShepherdPRM
 from ttc.strategies import REGISTRY, SolveContext

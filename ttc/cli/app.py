@@ -46,7 +46,6 @@ def _root(
     """ttc: turn a compute budget into accuracy (Snell et al. 2024) on llama.cpp."""
 
 
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app behind one error boundary."""
     debug = os.environ.get("TTC_DEBUG") == "1"

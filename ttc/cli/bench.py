@@ -123,4 +123,3 @@ def bench(
     summary = run_bench(opts, console=err)
     if json_out:
         print(json.dumps(summary, ensure_ascii=False))
-

@@ -43,4 +43,3 @@ def grade(
     else:
         print("equivalent" if result.correct else "not equivalent")
     raise typer.Exit(0 if result.correct else 1)
-

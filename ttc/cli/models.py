@@ -40,4 +40,3 @@ def presets_show(name: Annotated[str, typer.Argument(help="Preset name or YAML p
     p = load_preset(name)
     print(f"# {p.source}")
     print(yaml.safe_dump(preset_to_dict(p), sort_keys=False, allow_unicode=True), end="")
-

@@ -45,7 +45,6 @@ OptOpt = Annotated[
 ]
 
 
-
 def parse_list(text: str | None, what: str) -> list[str]:
     items = [x.strip() for x in (text or "").split(",") if x.strip()]
     if not items:
@@ -84,4 +83,3 @@ def read_problems(problem: str | None) -> list[str]:
     if not any(line.strip() for line in lines):
         raise UsageError("stdin holds no problem (it is empty or only whitespace)")
     return lines
-

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
 from .app import app, err
 from .options import (
     GpuOpt,
@@ -19,7 +20,6 @@ from .options import (
     VerboseOpt,
     read_problems,
 )
-from ..errors import UsageError
 
 
 @app.command(

@@ -148,7 +148,6 @@ def compare(
     solver.close()
 
 
-
 def run_compare(
     solver: Solver,
     problem: str,

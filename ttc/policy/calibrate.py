@@ -28,8 +28,8 @@ from typing import Any
 from ..bench.run import BenchOptions, run_bench
 from ..bench.store import SAMPLES
 from ..errors import UsageError
-from .table import ESTIMATORS, LEVELS, Choice, Policy, dump_policy, estimate_value
 from ..strategies.base import parse_variant
+from .table import ESTIMATORS, LEVELS, Choice, Policy, dump_policy, estimate_value
 
 SAMPLED = ["majority", "best-of-n", "weighted-best-of-n"]
 SEARCH = ["beam:width=4", "beam:width=2", "dvts:width=4", "revise:sequential=4", "revise:sequential=2"]

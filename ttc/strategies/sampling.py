@@ -13,8 +13,8 @@ import math
 from collections.abc import Callable
 
 from ..record import Candidate, Result
-from .voting import majority_vote, weighted_vote
 from .base import Meter, SolveContext, candidate, make_result, scale_spent, strategy
+from .voting import majority_vote, weighted_vote
 
 Selector = Callable[[list[Candidate]], tuple[str | None, dict]]
 
