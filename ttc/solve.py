@@ -8,6 +8,7 @@ question of syntax.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ class SamplingOverrides:
             max_tokens=s.max_tokens if self.max_tokens is None else self.max_tokens,
             stop=tuple(preset.stop),
         )
+        for flag, value in (("--temperature", params.temperature), ("--top-p", params.top_p)):
+            if not math.isfinite(value):
+                raise UsageError(f"{flag} must be a finite number, got {value}")
         if params.temperature < 0:
             raise UsageError(f"--temperature must be >= 0, got {params.temperature}")
         if not 0 < params.top_p <= 1:
@@ -239,6 +243,29 @@ def check_problem(problem: str) -> None:
         raise UsageError("the problem is empty: pass it as an argument, or one per line on stdin")
 
 
-def check_budget(budget: int) -> None:
+MAX_BUDGET = 65_536  # generation-equivalents; TTC_MAX_BUDGET raises it
+
+
+def max_budget() -> int:
+    """The largest budget ttc accepts: MAX_BUDGET, or TTC_MAX_BUDGET when set to a positive integer."""
+    import os
+
+    raw = os.environ.get("TTC_MAX_BUDGET", "").strip()
+    if not raw:
+        return MAX_BUDGET
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"TTC_MAX_BUDGET must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def check_budget(budget: int, flag: str = "--budget") -> None:
+    """A budget is a positive integer no larger than max_budget(): a run far past it would not finish, so it
+    is refused up front rather than left running until it is killed."""
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise UsageError(f"--budget must be a positive integer (generation-equivalents), got {budget!r}")
+        raise UsageError(f"{flag} must be a positive integer (generation-equivalents), got {budget!r}")
+    limit = max_budget()
+    if budget > limit:
+        raise UsageError(
+            f"{flag} {budget} is over the limit of {limit} generation-equivalents (about {limit} full solutions); "
+            f"set TTC_MAX_BUDGET={budget} to allow it"
+        )

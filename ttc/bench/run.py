@@ -29,7 +29,7 @@ from ..engine.models import resolve_model
 from ..errors import TTCRuntimeError, UsageError
 from ..presets import preset_to_dict
 from ..record import Result, Spent
-from ..solve import ModelOptions, SamplingOverrides, Solver
+from ..solve import ModelOptions, SamplingOverrides, Solver, check_budget
 from ..strategies import get_strategy
 from .datasets import Dataset, Problem, read_dataset
 from .progress import Tally, make_reporter
@@ -82,6 +82,7 @@ def parse_budgets(text: str) -> list[int]:
         part = part.strip()
         if not part.isdigit() or int(part) < 1:
             raise UsageError(f"--budgets takes positive integers separated by commas (e.g. 1,4,16), got '{text}'")
+        check_budget(int(part), "--budgets")
         out.add(int(part))
     return sorted(out)
 

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from .. import __version__
 from ..errors import TTCError
+from .argv import protect_negative_arguments
 
 app = typer.Typer(
     name="ttc",
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("TTC_DEBUG") == "1"
     command = typer.main.get_command(app)
     try:
-        rv = command.main(args=argv, prog_name="ttc", standalone_mode=False)
+        args = protect_negative_arguments(command, list(sys.argv[1:] if argv is None else argv))
+        rv = command.main(args=args, prog_name="ttc", standalone_mode=False)
         return rv if isinstance(rv, int) else 0  # without standalone mode an Exit's code is returned
     except TTCError as e:
         if debug:

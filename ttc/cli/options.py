@@ -3,6 +3,7 @@ parsers of flags that take a list, key=value pairs, or problems on stdin."""
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Annotated
 
@@ -61,7 +62,10 @@ def parse_options(pairs: list[str] | None) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--opt takes key=value, got '{pair}'")
-        out[key.strip()] = as_number(value.strip())
+        number = as_number(value.strip())
+        if isinstance(number, float) and not math.isfinite(number):
+            raise UsageError(f"--opt {key.strip()} must be a finite number, got '{value.strip()}'")
+        out[key.strip()] = number
     return out
 
 

