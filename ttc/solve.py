@@ -78,6 +78,22 @@ class Solver:
         self._prm = None
         self._table = None
         self.base_dir = Path(self.preset.source).parent if self.preset.source else None
+        if models.preset is None and models.model and not _is_builtin(models.model, self.preset, self.base_dir):
+            self._fit_preset_to_model()
+
+    def _fit_preset_to_model(self) -> None:
+        """`--model X` without `--preset`: the built-in pair's prompt, PRM and policy were made for the
+        built-in policy, so choose by what the model says of itself (its chat template), once, on stderr."""
+        engine = self._policy = self._load(self.models.model)
+        chat = bool(engine.info.chat_template)
+        name = CHAT_PRESET if chat else BASE_PRESET
+        self.preset = load_preset(name)
+        self.base_dir = Path(self.preset.source).parent if self.preset.source else None
+        why = "has a chat template" if chat else "has no chat template (a base model)"
+        self.note(
+            f"{engine.info.name} {why}: using preset '{name}' ({self.preset.description.split(', ', 1)[-1]}); "
+            "--preset NAME chooses another (ttc presets list)"
+        )
 
     @property
     def policy(self) -> Engine:
@@ -110,6 +126,11 @@ class Solver:
         import sys
 
         print(f"ttc: warning: {message}", file=sys.stderr)
+
+    def note(self, message: str) -> None:
+        import sys
+
+        print(f"ttc: note: {message}", file=sys.stderr)
 
     @property
     def prm(self):
@@ -236,6 +257,22 @@ def load_engine(models: ModelOptions, preset: Preset, ref: str, base_dir: Path |
         str(path), n_gpu_layers=models.n_gpu_layers, n_threads=models.threads, verbose=models.verbose,
         flash_attn=models.flash_attn,
     )  # fmt: skip
+
+
+CHAT_PRESET = "chat-self-judge"  # for a model given with --model alone that has a chat template
+BASE_PRESET = "base-few-shot"  # for one without (a base model)
+
+
+def _is_builtin(ref: str, preset: Preset, base_dir: Path | None) -> bool:
+    """Whether `ref` names the default preset's own model (then that preset fits it)."""
+    if ref == preset.model or ref.startswith("builtin:"):
+        return True
+    if "://" in ref or ref.startswith("pypi:") or not preset.model.startswith("builtin:"):
+        return False
+    try:
+        return Path(ref).expanduser().resolve() == resolve_model(preset.model, base_dir).resolve()
+    except Exception:
+        return False
 
 
 def check_problem(problem: str) -> None:
