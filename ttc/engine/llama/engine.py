@@ -112,6 +112,7 @@ class LlamaEngine(Engine):
         self._spare_lock = threading.Lock()
         self._depth = 0
         self._eog: list[int] | None = None
+        self._kv_cell: int | None = None
 
     @contextmanager
     def timed(self):
@@ -191,6 +192,35 @@ class LlamaEngine(Engine):
             return None
         return one_stream or tokens_per_decode >= FLASH_MIN_TOKENS
 
+    def kv_bytes_per_cell(self) -> int:
+        """Bytes of KV cache one token position takes (f16 K and V in every layer): what a context of n cells
+        costs, read from the model's shape (head size from the GGUF where it says, as Gemma's differs from
+        embedding / heads)."""
+        if self._kv_cell is None:
+            lc, m = self.lc, self.llm.model
+            n_layer, n_head, n_kv = lc.llama_model_n_layer(m), lc.llama_model_n_head(m), lc.llama_model_n_head_kv(m)
+            arch = self.info.metadata.get("general.architecture", "")
+            k = int(self.info.metadata.get(f"{arch}.attention.key_length", 0) or 0) or lc.llama_model_n_embd(m) // max(
+                1, n_head
+            )
+            v = int(self.info.metadata.get(f"{arch}.attention.value_length", 0) or 0) or k
+            self._kv_cell = int(n_layer * n_kv * (k + v) * 2)
+        return self._kv_cell
+
+    @staticmethod
+    def kv_limit_bytes() -> int:
+        """The KV memory one sampling wave may size its context for: TTC_KV_MEMORY_MB, else a quarter of the
+        machine's memory. Samples past it run in further waves instead of one context sized for them all."""
+        raw = os.environ.get("TTC_KV_MEMORY_MB", "").strip()
+        if raw:
+            if not raw.isdigit() or int(raw) < 1:
+                raise UsageError(f"TTC_KV_MEMORY_MB must be a positive integer (megabytes), got {raw!r}")
+            return int(raw) << 20
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+        except (ValueError, OSError, AttributeError):  # not POSIX
+            return 4 << 30
+
     def _shared_context(self, n_ctx: int, n_seq: int, flash: bool | None) -> _Context:
         """The engine's one context for one-shot work (sampling, scoring), replaced when it is too small or
         has the other flash setting: one at a time, as a 64-sample context of a large model can be most
@@ -256,7 +286,10 @@ class LlamaEngine(Engine):
         prompt_tokens = self.tokenize(prompt)
         self.check_fits(len(prompt_tokens), params.max_tokens)
         out: list[Completion] = []
-        wave = min(n, MAX_SEQ - 1)  # sequence 0 holds the prompt
+        # sequence 0 holds the prompt; a wave's context is sized for every sequence running to max_tokens,
+        # so a wave is also bounded by the KV memory that worst case would take (kv_limit_bytes)
+        room = self.kv_limit_bytes() // max(1, self.kv_bytes_per_cell()) - len(prompt_tokens) - 1
+        wave = max(1, min(n, MAX_SEQ - 1, room // (params.max_tokens + 1)))
         for first in range(0, n, wave):
             k = min(wave, n - first)
             # each decode carries one token per unfinished sequence: k at first, fewer as they finish
