@@ -168,6 +168,7 @@ class GGUFSpec:
     chat_template: str | None = None
     add_bos: bool = True
     matrix_dtype: str = "f16"  # "f16" or "f32" for 2-D weights; norms are always f32
+    split_max_tensors: int = 0  # > 0: a split model, parts of at most this many tensors (NAME-0000K-of-0000N.gguf)
 
 
 def write_llama_gguf(path: str | Path, shape: LlamaShape, tensors: dict[str, np.ndarray], spec: GGUFSpec) -> Path:
@@ -181,7 +182,7 @@ def write_llama_gguf(path: str | Path, shape: LlamaShape, tensors: dict[str, np.
         raise ValueError(f"missing tensors: {', '.join(missing[:5])}")
     if shape.n_vocab != spec.vocab.size:
         raise ValueError(f"shape.n_vocab={shape.n_vocab} but the vocabulary has {spec.vocab.size} tokens")
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), "llama", split_max_tensors=spec.split_max_tensors)
     w.add_name(spec.name)
     w.add_context_length(int(shape.n_ctx))
     w.add_embedding_length(int(shape.n_embd))
@@ -216,4 +217,4 @@ def write_llama_gguf(path: str | Path, shape: LlamaShape, tensors: dict[str, np.
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return path
+    return w.format_shard_names(path)[0]  # `path` itself unless split: then its first part

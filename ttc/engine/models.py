@@ -10,19 +10,21 @@ A model reference is one of:
     PATH                         a local GGUF file (~ expanded; relative paths from the current folder,
                                  then from the preset's folder)
 
-`check_gguf` reads the header and tensor table with the `gguf` package and checks that every tensor's data
-lies inside the file, so a file that is not GGUF or is truncated gives a one-line error instead of
-reaching llama.cpp.
+`check_gguf` reads the header, metadata and tensor table (`gguf_header.read_gguf`, which never builds the
+token list) and returns the file's facts, after refusing with one line a file that is not GGUF, is damaged
+or truncated, names no architecture, or is a part of a split model that llama.cpp could not load.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import TTCRuntimeError, UsageError
+from .gguf_header import GGUFError, GGUFFacts, read_gguf
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -157,35 +159,71 @@ def shorten(text: str, limit: int) -> str:
     return cut + "…"
 
 
-def check_gguf(path: str | Path) -> int | None:
-    """Refuse files that are not GGUF or whose tensor data runs past the end of the file; return the
-    model's training context length when the file states it."""
+def check_gguf(path: str | Path) -> GGUFFacts:
+    """What the GGUF at `path` says about itself (architecture, context length, chat template, ...), after
+    refusing, with one line, a file llama.cpp would choke on: not GGUF, damaged, truncated (tensor data past
+    the end), with no architecture, or one part of a split model whose other parts are missing or that is
+    not the first part. Reads only the header, metadata and tensor table: cheap on any model."""
     path = Path(path)
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise TTCRuntimeError(f"{path}: not a GGUF file (it starts with {magic!r}, GGUF files with b'GGUF')")
+    facts = _read(path)
+    if facts.split_count > 1:
+        _check_split(path, facts)  # parts after the first hold tensors only, no architecture
+    elif facts.truncated:
+        raise _truncated(path, facts)
+    if facts.architecture is None:
+        raise TTCRuntimeError(f"{path}: the GGUF file names no model architecture (no general.architecture key)")
+    return facts
+
+
+def _read(path: Path) -> GGUFFacts:
     try:
-        from gguf import GGUFReader
-
-        reader = GGUFReader(str(path))
-        size = path.stat().st_size
-        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-    except Exception as e:
-        raise TTCRuntimeError(f"{path}: damaged or truncated GGUF file ({type(e).__name__}: {e})"[:300]) from None
-    if end > size:
-        raise TTCRuntimeError(f"{path}: truncated GGUF file ({size} bytes, its tensors need {end})")
-    return _context_length(reader)
+        return read_gguf(path)
+    except GGUFError as e:
+        raise TTCRuntimeError(f"{path}: {e}") from None
+    except OSError as e:
+        raise TTCRuntimeError(f"{path}: cannot read the file ({e.strerror or type(e).__name__})") from None
 
 
-def _context_length(reader) -> int | None:
-    try:
-        arch_field = reader.fields["general.architecture"]
-        arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
-        field = reader.fields[f"{arch}.context_length"]
-        return int(field.parts[field.data[0]][0])
-    except (KeyError, IndexError, ValueError, UnicodeDecodeError):
-        return None
+def _truncated(path: Path, facts: GGUFFacts) -> TTCRuntimeError:
+    return TTCRuntimeError(f"{path}: truncated GGUF file ({facts.file_size} bytes, its tensors need {facts.data_end})")
+
+
+_SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def split_part_path(first: str | Path, index: int, count: int) -> Path:
+    """The file name llama.cpp looks for as part `index` (from 0) of a split model (llama_split_path)."""
+    m = _SPLIT_NAME.match(Path(first).name)
+    prefix = m.group("prefix") if m else Path(first).name
+    return Path(first).with_name(f"{prefix}-{index + 1:05d}-of-{count:05d}.gguf")
+
+
+def _check_split(path: Path, facts: GGUFFacts) -> None:
+    """llama.cpp loads a split model from its first part, finding the others by name beside it."""
+    n, k = facts.split_count, facts.split_index
+    m = _SPLIT_NAME.match(path.name)
+    if k != 0:
+        first = split_part_path(path, 0, n).name if m else "the file whose name ends in -00001-of-..."
+        raise TTCRuntimeError(f"{path}: this is part {k + 1} of {n} of a split model; pass its first part, {first}")
+    if m is None or int(m.group("no")) != 1 or int(m.group("count")) != n:
+        raise TTCRuntimeError(
+            f"{path}: this is part 1 of {n} of a split model, but llama.cpp finds the other parts only when its name "
+            f"ends in -00001-of-{n:05d}.gguf (and theirs in -0000K-of-{n:05d}.gguf); rename the files"
+        )
+    if facts.truncated:
+        raise _truncated(path, facts)
+    for i in range(1, n):
+        part = split_part_path(path, i, n)
+        if not part.is_file():
+            raise TTCRuntimeError(f"{path}: part {i + 1} of {n} of this split model is missing: {part}")
+        pf = _read(part)
+        if pf.split_index != i or pf.split_count != n:
+            raise TTCRuntimeError(
+                f"{part}: expected part {i + 1} of {n} of the split model {path.name}, "
+                f"but the file says part {pf.split_index + 1} of {pf.split_count}"
+            )
+        if pf.truncated:
+            raise _truncated(part, pf)
 
 
 def physical_cores() -> int:

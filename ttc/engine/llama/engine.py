@@ -17,7 +17,6 @@ get logits for their next token without anything being recomputed. No decode eve
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import threading
 import time
@@ -29,6 +28,7 @@ import numpy as np
 from ...errors import TTCRuntimeError, UsageError
 from ..base import Completion, Engine, ModelInfo, SamplingParams, Usage
 from ..models import check_gguf, physical_cores
+from . import llama_log
 from .branches import LlamaBranches
 from .context import MAX_SEQ, N_BATCH, _Context
 
@@ -36,6 +36,13 @@ SPARE_CONTEXTS = 4  # closed branch sets' contexts kept per engine for reuse
 FLASH_MIN_TOKENS = 64  # on the CPU, flash attention pays for decodes of at least this many tokens
 STEP_TOKENS_MIN = 8  # the fewest tokens a scored step is taken to have (a line like "37+48=85")
 FLASH_MODES = ("auto", "on", "off")
+TOKEN_TYPE_NORMAL = 1  # GGUF's token type of ordinary text
+# the token texts llama.cpp (llama-vocab.cpp, load) counts as end of generation whatever the GGUF says
+EOG_TEXTS = (
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+)  # fmt: skip
 
 __all__ = ["MAX_SEQ", "LlamaBranches", "LlamaEngine", "_Context", "gpu_layers"]
 
@@ -71,15 +78,18 @@ class LlamaEngine(Engine):
         self.flash_attn = (flash_attn or os.environ.get("TTC_FLASH_ATTN") or "auto").strip().lower()
         if self.flash_attn not in FLASH_MODES:
             raise UsageError(f"flash attention must be one of {', '.join(FLASH_MODES)}, got '{self.flash_attn}'")
-        n_ctx_train = check_gguf(path) or 256
-        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
-        from llama_cpp import Llama
-
+        self.facts = check_gguf(path)
+        n_ctx_train = self.facts.context_length or 256
         if n_threads is not None and n_threads < 1:
             raise UsageError(f"--threads must be at least 1, got {n_threads}")
         self.n_threads = n_threads or physical_cores()
         ngl = gpu_layers(n_gpu_layers)
         self.offloaded = ngl != 0 and bool(lc.llama_supports_gpu_offload())
+        self.verbose = bool(verbose)
+        llama_log.install(lc, self.verbose)
+        from llama_cpp import Llama
+
+        llama_log.errors.clear()
         try:
             self.llm = Llama(
                 model_path=str(path), n_gpu_layers=ngl, n_ctx=min(256, n_ctx_train), n_batch=256,
@@ -87,11 +97,7 @@ class LlamaEngine(Engine):
                 verbose=verbose,
             )  # fmt: skip
         except Exception as e:
-            raise TTCRuntimeError(f"llama.cpp could not load {path}: {e}") from None
-        # Llama() resets the level from `verbose`; ttc's own messages say what matters, so keep llama.cpp
-        # quiet unless asked (e.g. a unified KV larger than the training context warns, harmlessly: no
-        # sequence's positions go past its prompt plus max_tokens, which check_fits keeps in range).
-        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
+            raise TTCRuntimeError(llama_log.load_failure(path, e)) from None
         self.vocab = lc.llama_model_get_vocab(self.llm.model)
         self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
         meta = dict(self.llm.metadata)
@@ -160,9 +166,31 @@ class LlamaEngine(Engine):
         return bool(self.lc.llama_vocab_is_eog(self.vocab, token))
 
     def eog_tokens(self) -> list[int]:
+        """The end-of-generation tokens (llama.cpp's list), found once. Asking llama.cpp about every token
+        costs ~0.2 s on a 262k vocabulary, so only the tokens that can be in its list are asked about: those
+        the GGUF does not type as normal text, the ids the metadata names, and the texts llama.cpp matches."""
         if self._eog is None:
-            self._eog = [t for t in range(self.n_vocab) if self.lc.llama_vocab_is_eog(self.vocab, t)]
+            self._eog = sorted(t for t in self._eog_candidates() if self.lc.llama_vocab_is_eog(self.vocab, t))
         return self._eog
+
+    def _eog_candidates(self) -> range | set[int]:
+        types = self.facts.arrays.get("tokenizer.ggml.token_type")
+        if types is None or types.type not in (4, 5) or types.count != self.n_vocab:  # not one int32 per token
+            return range(self.n_vocab)
+        kinds = np.fromfile(self.facts.path, dtype="<i4", count=types.count, offset=types.offset)
+        found = set(np.flatnonzero(kinds != TOKEN_TYPE_NORMAL).tolist())
+        lc, v = self.lc, self.vocab
+        found.update(f(v) for f in (lc.llama_vocab_eos, lc.llama_vocab_eot, lc.llama_vocab_fim_pad,
+                                    lc.llama_vocab_fim_rep, lc.llama_vocab_fim_sep))  # fmt: skip
+        found.update(
+            v for k, v in self.facts.metadata.items()
+            if k.startswith("tokenizer.ggml.") and k.endswith("_token_id") and isinstance(v, int)
+        )  # fmt: skip
+        for text in EOG_TEXTS:  # llama.cpp makes a token with one of these texts a control token
+            toks = self.tokenize(text, add_bos=False, special=True)
+            if len(toks) == 1:
+                found.add(toks[0])
+        return {t for t in found if 0 <= t < self.n_vocab}
 
     def token_text(self, token: int) -> str:
         """A token's text with special tokens spelled out (e.g. '<s>')."""
@@ -229,6 +257,7 @@ class LlamaEngine(Engine):
         if c is None or c.n_ctx < n_ctx or c.n_seq < n_seq or c.flash != flash:
             if c is not None:
                 c.close()
+            llama_log.install(self.lc, self.verbose)  # context creation logs (e.g. the SWA cache line)
             c = self._ctx = _Context(self, n_ctx, n_seq, flash)
         c.clear()
         return c
@@ -248,6 +277,7 @@ class LlamaEngine(Engine):
             )
             c = self._spare.pop(found) if found is not None else None
         if c is None:
+            llama_log.install(self.lc, self.verbose)
             return _Context(self, n_ctx, n_seq, flash)
         c.clear()
         return c
