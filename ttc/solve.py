@@ -15,7 +15,7 @@ from typing import Any
 from .engine.base import Engine, SamplingParams
 from .engine.models import resolve_model
 from .errors import UsageError
-from .presets import Preset, load_preset
+from .presets import PRM_FORMATS, Preset, load_preset
 from .record import Result
 from .strategies import SolveContext, get_strategy
 from .strategies.base import parse_variant
@@ -124,10 +124,19 @@ class Solver:
                 self._prm = MathShepherdPRM(self._load(cfg.model, "prm"), cfg, self.preset.step_delimiter, where)
             elif cfg.format == "rlhflow":
                 self._prm = RLHFlowPRM(self._load(cfg.model, "prm"), cfg, self.preset.step_delimiter, where)
+            elif cfg.format in ("value-head", "classifier-head"):
+                from .engine.openai.setup import remote_spec
+                from .prm.heads import HeadPRM
+
+                if remote_spec(self.models, self.preset, "prm", cfg.model) is not None:
+                    raise UsageError(
+                        f"{where}: prm.format {cfg.format} reads hidden states, which /v1/completions does not "
+                        "return; run the PRM in-process (backend.prm_base_url: in-process)"
+                    )
+                engine = self._load(cfg.model, "prm")
+                self._prm = HeadPRM(engine, cfg, self.preset.step_delimiter, self.base_dir, where)
             else:
-                raise UsageError(
-                    f"{where}: prm.format '{cfg.format}' is not known (math-shepherd, rlhflow, self-judge)"
-                )
+                raise UsageError(f"{where}: prm.format '{cfg.format}' is not known ({', '.join(PRM_FORMATS)})")
         return self._prm
 
     def solve(

@@ -69,9 +69,10 @@ class Branch:
 
 class _Context:
     """One llama_context plus its batch, sized for a piece of work. `flash`: flash attention on (True),
-    off (False) or llama.cpp's choice (None); see `LlamaEngine.flash_for`."""
+    off (False) or llama.cpp's choice (None); see `LlamaEngine.flash_for`. `embeddings`: the context also
+    returns each flagged token's final hidden state (pooling NONE), read with `hidden_row`."""
 
-    def __init__(self, engine: Host, n_ctx: int, n_seq: int, flash: bool | None = None):
+    def __init__(self, engine: Host, n_ctx: int, n_seq: int, flash: bool | None = None, embeddings: bool = False):
         lc = engine.lc
         self.engine = engine
         params = lc.llama_context_default_params()
@@ -93,6 +94,10 @@ class _Context:
             else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         self.flash = flash
+        self.embeddings = embeddings
+        if embeddings:
+            params.embeddings = True
+            params.pooling_type = lc.LLAMA_POOLING_TYPE_NONE
         self.n_seq = params.n_seq_max
         self.ctx = lc.llama_init_from_model(engine.llm.model, params)
         if not self.ctx:
@@ -167,6 +172,15 @@ class _Context:
     def logits_row(self, row: int) -> np.ndarray:
         ptr = self.engine.lc.llama_get_logits_ith(self.ctx, row)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def hidden_row(self, row: int) -> np.ndarray:
+        """The final hidden state (after the output norm) of batch row `row`, copied: [n_embd] float32."""
+        lc = self.engine.lc
+        ptr = lc.llama_get_embeddings_ith(self.ctx, row)
+        if not ptr:
+            raise TTCRuntimeError(f"llama.cpp returned no hidden state for batch row {row}")
+        n = lc.llama_model_n_embd(self.engine.llm.model)
+        return np.ctypeslib.as_array(ptr, shape=(n,)).copy()
 
 
 def _log_softmax_at(logits: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
