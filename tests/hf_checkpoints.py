@@ -80,7 +80,7 @@ def _tokenizer(path: Path, vocab_size: int) -> None:
 
 def make_checkpoint(
     path: Path, kind: str, seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-    intermediate: int = 128, extra_vocab: int = 13, tie: bool = True, bpe_vocab: int = 400,
+    intermediate: int = 128, extra_vocab: int = 13, tie: bool = True, bpe_vocab: int = 400, init: float = 0.15,
 ) -> Path:  # fmt: skip
     """Write a tiny random PRM checkpoint of `kind` ("value" or "classifier") into folder `path`."""
     import torch
@@ -95,7 +95,8 @@ def make_checkpoint(
     cfg = Qwen2Config(
         vocab_size=n_tok + extra_vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048, rope_theta=10000.0,
-        rms_norm_eps=1e-6, tie_word_embeddings=tie, bos_token_id=n_tok - 4, eos_token_id=n_tok - 2,
+        rms_norm_eps=1e-6, tie_word_embeddings=tie, initializer_range=init, bos_token_id=n_tok - 4,
+        eos_token_id=n_tok - 2,
     )  # fmt: skip
     model = Qwen2Model(cfg).eval()
     with torch.no_grad():  # norms away from 1 and biases away from 0, so a mistake in either shows
@@ -106,14 +107,31 @@ def make_checkpoint(
     if not tie:
         tensors["lm_head.weight"] = torch.randn(cfg.vocab_size, hidden) * 0.05
     g = torch.Generator().manual_seed(seed + 1)
+    # The head's last layer is scaled and centred on the backbone's states at step tags (after the corpus's
+    # sentences), so that step scores spread over (0, 1) instead of sitting at one value: an error in a
+    # hidden state then shows.
+    from tokenizers import Tokenizer
+
+    tag = "\n" if kind == "value" else "<extra_0>"
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tag_id = tok.encode(tag).ids[-1]
+    ids = [i for c in CORPUS for i in tok.encode(c.replace("\n", " ")).ids + [tag_id]]
+    with torch.no_grad():
+        h = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+    h = h[torch.tensor(ids) == tag_id]
     if kind == "value":
-        tensors["v_head.summary.weight"] = torch.randn(1, hidden, generator=g) * 0.08
-        tensors["v_head.summary.bias"] = torch.randn(1, generator=g) * 0.3
+        x, last = h, "v_head.summary"
+        w = torch.randn(1, hidden, generator=g)
     else:
-        tensors["score.0.weight"] = torch.randn(hidden, hidden, generator=g) * 0.2
-        tensors["score.0.bias"] = torch.randn(hidden, generator=g) * 0.2
-        tensors["score.2.weight"] = torch.randn(2, hidden, generator=g) * 0.1
-        tensors["score.2.bias"] = torch.randn(2, generator=g) * 0.3
+        tensors["score.0.weight"] = torch.randn(hidden, hidden, generator=g) / hidden**0.5
+        tensors["score.0.bias"] = torch.randn(hidden, generator=g) * 0.1
+        x, last = torch.relu(h @ tensors["score.0.weight"].T + tensors["score.0.bias"]), "score.2"
+        w = torch.randn(2, hidden, generator=g)
+    v = x @ w.T
+    spread = (v[:, -1] - v[:, 0]).std() if kind == "classifier" else v[:, 0].std()
+    w = w / spread
+    tensors[f"{last}.weight"] = w.contiguous()
+    tensors[f"{last}.bias"] = -(x @ w.T).mean(0)
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     out = cfg.to_dict()
     out["architectures"] = [arch]

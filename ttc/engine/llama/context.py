@@ -70,9 +70,13 @@ class Branch:
 class _Context:
     """One llama_context plus its batch, sized for a piece of work. `flash`: flash attention on (True),
     off (False) or llama.cpp's choice (None); see `LlamaEngine.flash_for`. `embeddings`: the context also
-    returns each flagged token's final hidden state (pooling NONE), read with `hidden_row`."""
+    returns each flagged token's final hidden state (pooling NONE), read with `hidden_row`. `kv_f32`: keys and
+    values cached in f32 instead of llama.cpp's f16 (f16 moves a hidden state by about 1e-3)."""
 
-    def __init__(self, engine: Host, n_ctx: int, n_seq: int, flash: bool | None = None, embeddings: bool = False):
+    def __init__(
+        self, engine: Host, n_ctx: int, n_seq: int, flash: bool | None = None, embeddings: bool = False,
+        kv_f32: bool = False,
+    ):  # fmt: skip
         lc = engine.lc
         self.engine = engine
         params = lc.llama_context_default_params()
@@ -98,6 +102,9 @@ class _Context:
         if embeddings:
             params.embeddings = True
             params.pooling_type = lc.LLAMA_POOLING_TYPE_NONE
+        self.kv_f32 = kv_f32
+        if kv_f32:
+            params.type_k = params.type_v = lc.GGML_TYPE_F32
         self.n_seq = params.n_seq_max
         self.ctx = lc.llama_init_from_model(engine.llm.model, params)
         if not self.ctx:

@@ -5,7 +5,9 @@ its final hidden state (for qwen2: the output of the final norm). `HiddenBranche
 `LlamaBranches` in such a context whose `feed_hidden` appends tokens to many branches in one chunked decode
 and returns the hidden states at the asked positions, read in the decode that evaluates them;
 `hidden_at` is the one-shot form (a shared prefix evaluated once, then every suffix). The engine knows
-nothing of what the states are for.
+nothing of what the states are for. A GGUF in f32 gets an f32 KV cache and no flash attention (llama.cpp's
+default f16 cache moves the hidden states of a small random model by about 1e-3, and the CPU flash-attention
+kernel rounds to f16 too; without both they stay within about 5e-6 of transformers).
 """
 
 from __future__ import annotations
@@ -73,14 +75,22 @@ class HiddenBranches(LlamaBranches):
 
 
 def _take_spare(engine, n_ctx: int, n_seq: int, flash: bool | None) -> _Context:
-    """The engine's spare hidden-state context when it fits (and is not over 4x too big), else a new one."""
+    """The engine's spare hidden-state context when it fits (and is not over 4x too big), else a new one.
+    An f32 GGUF gets an f32 KV cache and no flash attention (ggml's CPU kernel rounds to f16)."""
+    if kv_f32(engine):
+        flash = False
     spare: _Context | None = getattr(engine, "_hidden_spare", None)
     fits = spare is not None and n_ctx <= spare.n_ctx <= 4 * max(n_ctx, 256) and spare.n_seq >= n_seq
     if fits and spare.flash == flash:
         engine._hidden_spare = None
         spare.clear()
         return spare
-    return _Context(engine, n_ctx, n_seq, flash, embeddings=True)
+    return _Context(engine, n_ctx, n_seq, flash, embeddings=True, kv_f32=kv_f32(engine))
+
+
+def kv_f32(engine) -> bool:
+    """An f32 GGUF gets an f32 KV cache: with llama.cpp's f16 cache its hidden states move by about 1e-3."""
+    return engine.info.metadata.get("general.file_type") == "0"
 
 
 def give_back(engine, ctx: _Context) -> None:
