@@ -241,3 +241,24 @@ def test_head_formats_need_a_head_file(tmp_path):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(bad))
     code, err = _run(["solve", "1+2", "--preset", str(tmp_path / "p.yaml")], tmp_path)
     assert code == 2 and "prm.head" in err
+
+
+@pytest.mark.parametrize(("preset", "kind"), [("qwen2.5-math-1.5b", "value"), ("qwen2.5-math-prm-7b", "classifier")])
+def test_shipped_presets_read_solutions_as_the_import_says(preset, kind, imported):
+    """The head presets' prm sections say what `ttc prm import` writes for a checkpoint of their layout."""
+    prm = load_preset(preset).prm
+    section = imported[kind, "f16"]
+    for key in ("format", "template", "step_tag", "step_separator", "aggregation"):
+        assert getattr(prm, key) == section[key], key
+    assert prm.model.endswith("/model.gguf") and prm.head.endswith("/head.npz")
+
+
+def test_a_head_prm_over_http_is_refused_in_one_line(imported, tmp_path):
+    section = imported["value", "f32"]
+    preset = {
+        "name": "t", "model": "builtin:tiny-arith-policy.gguf", "step_delimiter": "\n", "prm": section,
+        "backend": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
+    }  # fmt: skip
+    (tmp_path / "http.yaml").write_text(yaml.safe_dump(preset))
+    code, err = _run(["solve", "1+2", "--preset", str(tmp_path / "http.yaml"), "--strategy", "beam"], tmp_path)
+    assert code == 2 and "hidden states" in err and "in-process" in err

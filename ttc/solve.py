@@ -15,7 +15,7 @@ from typing import Any
 from .engine.base import Engine, SamplingParams
 from .engine.models import resolve_model
 from .errors import UsageError
-from .presets import PRM_FORMATS, Preset, load_preset
+from .presets import HEAD_PRM_FORMATS, PRM_FORMATS, Preset, load_preset
 from .record import Result
 from .strategies import SolveContext, get_strategy
 from .strategies.base import parse_variant
@@ -74,6 +74,22 @@ class Solver:
         self._prm = None
         self._table = None
         self.base_dir = Path(self.preset.source).parent if self.preset.source else None
+        self._check_head_prm_in_process()
+
+    def _check_head_prm_in_process(self) -> None:
+        """A head PRM reads hidden states, which no OpenAI-compatible endpoint ttc speaks returns: refuse
+        before any model is loaded or any server is asked."""
+        cfg = self.preset.prm
+        if cfg is None or cfg.format not in HEAD_PRM_FORMATS:
+            return
+        from .engine.openai.setup import remote_spec
+
+        if remote_spec(self.models, self.preset, "prm", cfg.model) is not None:
+            where = self.preset.source or self.preset.name
+            raise UsageError(
+                f"{where}: prm.format {cfg.format} reads hidden states, which /v1/completions does not return; "
+                "run the PRM in-process (backend.prm_base_url: in-process)"
+            )
 
     @property
     def policy(self) -> Engine:
@@ -125,14 +141,8 @@ class Solver:
             elif cfg.format == "rlhflow":
                 self._prm = RLHFlowPRM(self._load(cfg.model, "prm"), cfg, self.preset.step_delimiter, where)
             elif cfg.format in ("value-head", "classifier-head"):
-                from .engine.openai.setup import remote_spec
                 from .prm.heads import HeadPRM
 
-                if remote_spec(self.models, self.preset, "prm", cfg.model) is not None:
-                    raise UsageError(
-                        f"{where}: prm.format {cfg.format} reads hidden states, which /v1/completions does not "
-                        "return; run the PRM in-process (backend.prm_base_url: in-process)"
-                    )
                 engine = self._load(cfg.model, "prm")
                 self._prm = HeadPRM(engine, cfg, self.preset.step_delimiter, self.base_dir, where)
             else:
