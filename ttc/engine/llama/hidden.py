@@ -1,13 +1,16 @@
 """Per-token hidden states from llama.cpp: what a reward head outside the GGUF reads.
 
-A context created with embeddings on and pooling NONE returns, for every token whose output flag is set,
-its final hidden state (for qwen2: the output of the final norm). `HiddenBranches` is a scoring-only
-`LlamaBranches` in such a context whose `feed_hidden` appends tokens to many branches in one chunked decode
-and returns the hidden states at the asked positions, read in the decode that evaluates them;
-`hidden_at` is the one-shot form (a shared prefix evaluated once, then every suffix). The engine knows
-nothing of what the states are for. A GGUF in f32 gets an f32 KV cache and no flash attention (llama.cpp's
-default f16 cache moves the hidden states of a small random model by about 1e-3, and the CPU flash-attention
-kernel rounds to f16 too; without both they stay within about 5e-6 of transformers).
+A context with pooling NONE returns, while embeddings are on, the final hidden state (for qwen2: the output
+of the final norm) of every token of a decode. llama.cpp then outputs every token of that decode, logits
+included (an LM head's worth of work per token), so embeddings are on only for decodes that hold nothing
+but wanted tokens. `HiddenBranches` is a scoring-only `LlamaBranches` in such a context: `feed_hidden`
+appends tokens to many branches and returns the hidden states at the asked positions, read in the decode
+that evaluates them; per round, one decode of every branch's tokens before its next wanted one (no
+outputs), then one of the wanted tokens. `hidden_at` is the one-shot form (a shared prefix evaluated once,
+then every suffix). The engine knows nothing of what the states are for. A GGUF in f32 gets an f32 KV
+cache and no flash attention (llama.cpp's default f16 cache moves the hidden states of a small random
+model by about 1e-3, and the CPU flash-attention kernel rounds to f16 too; without both they stay within
+about 5e-6 of transformers).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...errors import UsageError
+from ...errors import TTCRuntimeError, UsageError
 from .branches import LlamaBranches
 from .context import MAX_SEQ, N_BATCH, Branch, _Context
 
@@ -31,14 +34,20 @@ class HiddenBranches(LlamaBranches):
         self.owns_hidden_context = owns_context
 
     def feed_hidden(
-        self, branches: Sequence[int], texts: Sequence[str | list[int]], positions: Sequence[Sequence[int]]
+        self,
+        branches: Sequence[int],
+        texts: Sequence[str | list[int]],
+        positions: Sequence[Sequence[int]],
+        reread: bool = False,
     ) -> list[np.ndarray]:
         """Append texts[i] (text or token ids) to branches[i]; return, per branch, the hidden states at
-        positions[i] (indices into the appended tokens, negative from its end): [len(positions[i]), n_embd]."""
+        positions[i] (indices into the appended tokens, negative from its end): [len(positions[i]), n_embd].
+        `reread`: evaluate all the texts first with no outputs, then each wanted token once more on a
+        throw-away sequence that shares the cells before it (see `_reread`)."""
         with self.engine.timed():
-            return self._feed_hidden(branches, texts, positions)
+            return self._feed_hidden(branches, texts, positions, reread)
 
-    def _feed_hidden(self, branches, texts, positions) -> list[np.ndarray]:
+    def _feed_hidden(self, branches, texts, positions, reread: bool = False) -> list[np.ndarray]:
         eng = self.engine
         n_embd = eng.lc.llama_model_n_embd(eng.llm.model)
         results: dict[int, np.ndarray] = {}
@@ -59,14 +68,73 @@ class HiddenBranches(LlamaBranches):
                 absolute.append(start + q)
             where[br.seq] = (b, {a: k for k, a in enumerate(absolute)})
             results[b] = np.zeros((len(absolute), n_embd), dtype=np.float32)
-            items.append((br, len(br.tokens), set(absolute)))
+            items.append((br, sorted(set(absolute))))
 
         def take(br: Branch, i: int, row: int) -> None:
             b, index = where[br.seq]
             results[b][index[i]] = self.ctx.hidden_row(row)
 
-        self.ctx.decode(items, take)
+        # A decode with hidden states on outputs (and computes logits for) every token in it, so they are
+        # on only for decodes of wanted tokens: round by round, each branch's tokens before its next
+        # wanted one with no outputs, then the wanted tokens of all branches in one decode.
+        nothing = lambda *a: None  # noqa: E731
+        if reread:
+            self._reread(items, where, results, nothing)
+            return [results[b] for b in branches]
+        while any(want for _, want in items):
+            heads = [(br, want.pop(0)) for br, want in items if want]
+            before = [(br, a, set()) for br, a in heads if br.n_cached < a]
+            if before:
+                self.ctx.decode(before, nothing)
+            self.ctx.set_embeddings(True)
+            try:
+                self.ctx.decode([(br, a + 1, {a}) for br, a in heads], take)
+            finally:
+                self.ctx.set_embeddings(False)
+        rest = [(br, len(br.tokens), set()) for br, _ in items if br.n_cached < len(br.tokens)]
+        if rest:
+            self.ctx.decode(rest, nothing)
         return [results[b] for b in branches]
+
+    def _reread(self, items, where, results, nothing) -> None:
+        """For texts with many wanted tokens: one pass over every token with no outputs (chunks of 512 that
+        hold one or two branches each, the layout ggml's CPU flash attention runs fastest: 1.4x faster than
+        rounds of every branch's next step, measured with tests/bench_prm_heads.py), then each wanted
+        token, at its position, on a fresh sequence that shares the branch's cells before it (a KV copy is
+        metadata only), all in one decode with hidden states on. A branch's last token, when wanted, is
+        evaluated in place in that decode; every other wanted token is evaluated twice: one token more per
+        step, counted in usage."""
+        lc, mem = self.engine.lc, self.ctx.mem
+        last = [(br, len(br.tokens) - 1) for br, want in items if want and want[-1] == len(br.tokens) - 1]
+        in_place = {br.seq for br, _ in last}
+        first = [(br, len(br.tokens) - (br.seq in in_place), set()) for br, _ in items]
+        self.ctx.decode([(br, upto, w) for br, upto, w in first if br.n_cached < upto], nothing)
+        jobs = [(br, a) for br, want in items for a in want if not (br.seq in in_place and a == want[-1])]
+        if jobs and not self.free:
+            raise TTCRuntimeError("no free sequence to read hidden states on")
+        for start in range(0, max(len(jobs), 1), len(self.free) or 1):
+            wave, temps = jobs[start : start + len(self.free)], {}
+            for br, a in wave:
+                seq = self.free.pop()
+                lc.llama_memory_seq_rm(mem, seq, -1, -1)
+                lc.llama_memory_seq_cp(mem, br.seq, seq, 0, a)
+                temps[seq] = (Branch(seq=seq, tokens=br.tokens[: a + 1], n_cached=a), br.seq, a)
+
+            def take(br: Branch, i: int, row: int, temps=temps) -> None:
+                b, index = where[temps[br.seq][1] if br.seq in temps else br.seq]
+                results[b][index[i]] = self.ctx.hidden_row(row)
+
+            now = [(tmp, a + 1, {a}) for tmp, _, a in temps.values()]
+            if start == 0:  # the branches' own last tokens go with the first wave
+                now += [(br, a + 1, {a}) for br, a in last]
+            self.ctx.set_embeddings(True)
+            try:
+                self.ctx.decode(now, take)
+            finally:
+                self.ctx.set_embeddings(False)
+                for seq in temps:
+                    lc.llama_memory_seq_rm(mem, seq, -1, -1)
+                    self.free.append(seq)
 
     def close(self) -> None:
         if self.owns_hidden_context:
@@ -128,14 +196,17 @@ def hidden_at(engine, prefix, suffixes, positions) -> list[np.ndarray]:
     out: list[np.ndarray] = []
     wave = MAX_SEQ - 1
     for first in range(0, len(suffix_tokens), wave):
-        part = suffix_tokens[first : first + wave]
+        part, pos = suffix_tokens[first : first + wave], positions[first : first + wave]
         total = sum(len(s) for s in part) + 1
+        # one wanted token per suffix: rounds (one decode before it, one of it); more: reread them
+        reread = max((len(p) for p in pos), default=0) > 1
+        spare = min(MAX_SEQ - 1 - len(part), sum(len(p) for p in pos)) if reread else 0
         flash = engine.flash_for(min(total, N_BATCH))
-        ctx = _take_spare(engine, len(prefix_tokens) + total + 1, len(part) + 1, flash)
+        ctx = _take_spare(engine, len(prefix_tokens) + total + spare + 1, len(part) + 1 + spare, flash)
         bs = HiddenBranches(engine, ctx, prefix_tokens, owns_context=True)
         try:
             kids = bs.fork(0, len(part))
-            out.extend(bs.feed_hidden(kids, part, positions[first : first + wave]))
+            out.extend(bs.feed_hidden(kids, part, pos, reread=reread and spare > 0))
         finally:
             bs.close()
     return out
