@@ -97,13 +97,25 @@ class HiddenBranches(LlamaBranches):
         return [results[b] for b in branches]
 
     def _reread(self, items, where, results, nothing) -> None:
-        """For texts with many wanted tokens: one pass over every token with no outputs (chunks of 512 that
-        hold one or two branches each, the layout ggml's CPU flash attention runs fastest: 1.4x faster than
-        rounds of every branch's next step, measured with tests/bench_prm_heads.py), then each wanted
-        token, at its position, on a fresh sequence that shares the branch's cells before it (a KV copy is
-        metadata only), all in one decode with hidden states on. A branch's last token, when wanted, is
-        evaluated in place in that decode; every other wanted token is evaluated twice: one token more per
-        step, counted in usage."""
+        """For texts with many wanted tokens. Branches go in groups of about one batch (512 tokens): each
+        group's tokens are evaluated with no outputs (chunks that hold one or two branches each, the layout
+        ggml's CPU flash attention runs fastest: rounds of every branch's next step took 1.4x as long,
+        tests/bench_prm_heads.py), then the group's wanted tokens, each at its position on a fresh sequence
+        that shares the branch's cells before it (a KV copy is metadata only), in one decode with hidden
+        states on, while the cache is still short. A branch's last token, when wanted, is evaluated in
+        place in that decode; every other wanted token is evaluated twice: one token more per step,
+        counted in usage."""
+        group, size = [], 0
+        for br, want in items:
+            group.append((br, want))
+            size += len(br.tokens) - br.n_cached
+            if size >= self.ctx.n_batch:
+                self._reread_group(group, where, results, nothing)
+                group, size = [], 0
+        if group:
+            self._reread_group(group, where, results, nothing)
+
+    def _reread_group(self, items, where, results, nothing) -> None:
         lc, mem = self.engine.lc, self.ctx.mem
         last = [(br, len(br.tokens) - 1) for br, want in items if want and want[-1] == len(br.tokens) - 1]
         in_place = {br.seq for br, _ in last}
