@@ -44,7 +44,7 @@ def shepherd_engine(tmp_path_factory):
 
 
 def test_rlhflow_preset_reads_each_step_where_its_reply_begins(llama3_prm_engine):
-    preset = load_preset("qwen2.5-math-1.5b")
+    preset = load_preset("qwen2.5-math-1.5b-rlhflow")
     prm = RLHFlowPRM(llama3_prm_engine, preset.prm, preset.step_delimiter)
     steps = ["First, 2+2=4.\n\n", "So the answer is \\boxed{4}."]
     ids, positions = prm.tokens("What is 2+2?", steps)
@@ -90,7 +90,7 @@ def test_self_judge_preset_needs_no_prm_model(engine):
 
 
 def test_rlhflow_needs_single_token_replies(llama3_prm_engine):
-    preset = load_preset("qwen2.5-math-1.5b")
+    preset = load_preset("qwen2.5-math-1.5b-rlhflow")
     bad = dataclasses.replace(preset.prm, good_token="yes!")
     with pytest.raises(Exception, match="good token 'yes!' is not a single token"):
         RLHFlowPRM(llama3_prm_engine, bad, preset.step_delimiter)
@@ -102,7 +102,7 @@ def test_rlhflow_search_feeds_each_branch_only_its_new_turn(llama3_prm_engine):
     and the scores equal a fresh scoring of each branch's whole conversation."""
     from ttc.prm.rlhflow import _ChatScorer
 
-    preset = load_preset("qwen2.5-math-1.5b")
+    preset = load_preset("qwen2.5-math-1.5b-rlhflow")
     prm = RLHFlowPRM(llama3_prm_engine, preset.prm, preset.step_delimiter)
     problem = "What is 2+2?"
     before = prm.usage.snapshot()
@@ -138,7 +138,7 @@ def test_rlhflow_with_a_template_that_rewrites_earlier_turns_rescores(tmp_path):
     path = make_tiny_gguf(tmp_path / "prm.gguf", seed=9, user_tokens=LLAMA3_TOKENS, chat_template=counted)
     eng = LlamaEngine(str(path), n_threads=2)
     try:
-        preset = load_preset("qwen2.5-math-1.5b")
+        preset = load_preset("qwen2.5-math-1.5b-rlhflow")
         prm = RLHFlowPRM(eng, preset.prm, preset.step_delimiter)
         sc = prm.scorer("What is 2+2?", max_live=2, max_tokens=64)
         assert isinstance(sc, _RenderedScorer)

@@ -56,7 +56,7 @@ class RevisionConfig:
 @dataclass(frozen=True)
 class PRMConfig:
     model: str | None = None  # GGUF path, hf://owner/repo/file.gguf or builtin:NAME; None = the policy
-    format: str = "math-shepherd"  # math-shepherd | rlhflow | self-judge
+    format: str = "math-shepherd"  # math-shepherd | rlhflow | self-judge | value-head | classifier-head
     template: str = "{problem}\n"  # text before the first step, with {problem}
     step_tag: str = " ки"  # appended after each step's text (before the separator); scored at its last token
     # what the PRM reads between a step's tag and the next step; None = the policy's step delimiter
@@ -65,6 +65,14 @@ class PRMConfig:
     good_token: str = "+"
     bad_token: str = "-"
     aggregation: str = "last"  # last | min | prod | mean
+    # value-head / classifier-head (ttc prm import): the head file beside the backbone GGUF, and the
+    # fingerprint that the GGUF and the head both carry (checked when the PRM loads)
+    head: str | None = None
+    fingerprint: str | None = None
+
+
+PRM_FORMATS = ("math-shepherd", "rlhflow", "self-judge", "value-head", "classifier-head")
+HEAD_PRM_FORMATS = ("value-head", "classifier-head")
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,24 @@ def load_preset(name_or_path: str | None = None) -> Preset:
         raise UsageError(f"{path}: a preset must be a YAML mapping of keys to values")
     data.setdefault("name", path.stem)
     preset = build(Preset, data, str(path), "")
+    check_prm(preset.prm, str(path))
     return dataclasses.replace(preset, source=str(path))
+
+
+def check_prm(prm: PRMConfig | None, path: str) -> None:
+    """The checks on a prm section that no single key's type can make."""
+    if prm is None:
+        return
+    if prm.format not in PRM_FORMATS:
+        raise UsageError(f"{path}: prm.format '{prm.format}' is not known ({', '.join(PRM_FORMATS)})")
+    if prm.format in HEAD_PRM_FORMATS:
+        missing = [k for k in ("model", "head") if getattr(prm, k) is None]
+        if missing:
+            raise UsageError(
+                f"{path}: prm.format {prm.format} needs prm.{' and prm.'.join(missing)} (written by ttc prm import)"
+            )
+    elif prm.head is not None or prm.fingerprint is not None:
+        raise UsageError(f"{path}: prm.head and prm.fingerprint belong to the head formats, not {prm.format}")
 
 
 def _type_name(tp) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from .engine.base import Engine, SamplingParams
 from .engine.models import resolve_model
 from .errors import UsageError
-from .presets import Preset, load_preset
+from .presets import HEAD_PRM_FORMATS, PRM_FORMATS, Preset, load_preset
 from .record import Result
 from .strategies import SolveContext, get_strategy
 from .strategies.base import parse_variant
@@ -80,6 +80,7 @@ class Solver:
         self.base_dir = Path(self.preset.source).parent if self.preset.source else None
         if models.preset is None and models.model and not _is_builtin(models.model, self.preset, self.base_dir):
             self._fit_preset_to_model()
+        self._check_head_prm_in_process()
 
     def _fit_preset_to_model(self) -> None:
         """`--model X` without `--preset`: the built-in pair's prompt, PRM and policy were made for the
@@ -94,6 +95,21 @@ class Solver:
             f"{engine.info.name} {why}: using preset '{name}' ({self.preset.description.split(', ', 1)[-1]}); "
             "--preset NAME chooses another (ttc presets list)"
         )
+
+    def _check_head_prm_in_process(self) -> None:
+        """A head PRM reads hidden states, which no OpenAI-compatible endpoint ttc speaks returns: refuse
+        before any model is loaded or any server is asked."""
+        cfg = self.preset.prm
+        if cfg is None or cfg.format not in HEAD_PRM_FORMATS:
+            return
+        from .engine.openai.setup import remote_spec
+
+        if remote_spec(self.models, self.preset, "prm", cfg.model) is not None:
+            where = self.preset.source or self.preset.name
+            raise UsageError(
+                f"{where}: prm.format {cfg.format} reads hidden states, which /v1/completions does not return; "
+                "run the PRM in-process (backend.prm_base_url: in-process)"
+            )
 
     @property
     def policy(self) -> Engine:
@@ -149,10 +165,13 @@ class Solver:
                 self._prm = MathShepherdPRM(self._load(cfg.model, "prm"), cfg, self.preset.step_delimiter, where)
             elif cfg.format == "rlhflow":
                 self._prm = RLHFlowPRM(self._load(cfg.model, "prm"), cfg, self.preset.step_delimiter, where)
+            elif cfg.format in ("value-head", "classifier-head"):
+                from .prm.heads import HeadPRM
+
+                engine = self._load(cfg.model, "prm")
+                self._prm = HeadPRM(engine, cfg, self.preset.step_delimiter, self.base_dir, where)
             else:
-                raise UsageError(
-                    f"{where}: prm.format '{cfg.format}' is not known (math-shepherd, rlhflow, self-judge)"
-                )
+                raise UsageError(f"{where}: prm.format '{cfg.format}' is not known ({', '.join(PRM_FORMATS)})")
         return self._prm
 
     def solve(

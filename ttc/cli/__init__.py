@@ -7,6 +7,7 @@
     grade     ttc grade
     bench     ttc speed, ttc bench
     models    ttc strategies, ttc presets list|show
+    prm       ttc prm import (a Hugging Face reward-head PRM as GGUF + head)
 
 Each command module registers its commands on `app` when imported; they are imported here in the order
 `ttc --help` lists them. Command modules import `app` and `options`, never each other.
@@ -20,6 +21,7 @@ from . import policy  # noqa: F401, E402
 from . import grade  # noqa: F401, E402
 from . import bench  # noqa: F401, E402
 from . import models  # noqa: F401, E402
+from . import prm  # noqa: F401, E402
 # isort: on
 
 __all__ = ["app", "main"]

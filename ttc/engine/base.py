@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import UsageError
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -100,6 +102,13 @@ class BranchSet(ABC):
         tokens in the appended text, negative counts from its end): an array of shape [len(positions[i]),
         len(token_ids)]."""
 
+    def feed_hidden(
+        self, branches: Sequence[int], texts: Sequence[str], positions: Sequence[Sequence[int]]
+    ) -> list[np.ndarray]:
+        """Append texts[i] to branches[i]; return, per branch, the final hidden states at `positions`: an
+        array of shape [len(positions[i]), n_embd]. Only branch sets from `Engine.hidden_branches` have them."""
+        raise NotImplementedError("this branch set does not return hidden states (use Engine.hidden_branches)")
+
     @abstractmethod
     def text(self, branch: int) -> str:
         """The branch's text after the prompt."""
@@ -151,6 +160,15 @@ class Engine(ABC):
         """For each prefix + suffixes[i] (texts or token lists): log P(token_ids) of the token following each
         position in positions[i] (token indices within the suffix's tokens; negative counts from its end).
         The prefix is evaluated once. Returns arrays of shape [len(positions[i]), len(token_ids)]."""
+
+    def hidden_at(self, prefix: str, suffixes: Sequence[str], positions: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Like `logprobs_at`, but the final hidden state (after the output norm) of the token at each
+        position: arrays of shape [len(positions[i]), n_embd]. Backends that cannot return them refuse."""
+        raise UsageError(f"{self.info.name}: this backend does not return per-token hidden states")
+
+    def hidden_branches(self, prompt: str, max_live: int, max_tokens: int) -> BranchSet:
+        """A scoring-only BranchSet whose `feed_hidden` returns hidden states (see `hidden_at`)."""
+        raise UsageError(f"{self.info.name}: this backend does not return per-token hidden states")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -69,9 +69,16 @@ class Branch:
 
 class _Context:
     """One llama_context plus its batch, sized for a piece of work. `flash`: flash attention on (True),
-    off (False) or llama.cpp's choice (None); see `LlamaEngine.flash_for`."""
+    off (False) or llama.cpp's choice (None); see `LlamaEngine.flash_for`. `embeddings`: the context can
+    return final hidden states (pooling NONE): decodes made between `set_embeddings(True)` and
+    `set_embeddings(False)` give one for every token (llama.cpp outputs all tokens of such a decode, and
+    computes their logits too), read with `hidden_row`. `kv_f32`: keys and values cached in f32 instead of
+    llama.cpp's f16 (f16 moves a hidden state by about 1e-3)."""
 
-    def __init__(self, engine: Host, n_ctx: int, n_seq: int, flash: bool | None = None):
+    def __init__(
+        self, engine: Host, n_ctx: int, n_seq: int, flash: bool | None = None, embeddings: bool = False,
+        kv_f32: bool = False,
+    ):  # fmt: skip
         lc = engine.lc
         self.engine = engine
         params = lc.llama_context_default_params()
@@ -93,6 +100,12 @@ class _Context:
             else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         self.flash = flash
+        self.embeddings = embeddings
+        if embeddings:
+            params.pooling_type = lc.LLAMA_POOLING_TYPE_NONE
+        self.kv_f32 = kv_f32
+        if kv_f32:
+            params.type_k = params.type_v = lc.GGML_TYPE_F32
         self.n_seq = params.n_seq_max
         self.ctx = lc.llama_init_from_model(engine.llm.model, params)
         if not self.ctx:
@@ -167,6 +180,19 @@ class _Context:
     def logits_row(self, row: int) -> np.ndarray:
         ptr = self.engine.lc.llama_get_logits_ith(self.ctx, row)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def set_embeddings(self, on: bool) -> None:
+        """Hidden states on or off for the decodes that follow (an `embeddings` context only)."""
+        self.engine.lc.llama_set_embeddings(self.ctx, bool(on))
+
+    def hidden_row(self, row: int) -> np.ndarray:
+        """The final hidden state (after the output norm) of batch row `row`, copied: [n_embd] float32."""
+        lc = self.engine.lc
+        ptr = lc.llama_get_embeddings_ith(self.ctx, row)
+        if not ptr:
+            raise TTCRuntimeError(f"llama.cpp returned no hidden state for batch row {row}")
+        n = lc.llama_model_n_embd(self.engine.llm.model)
+        return np.ctypeslib.as_array(ptr, shape=(n,)).copy()
 
 
 def _log_softmax_at(logits: np.ndarray, token_ids: np.ndarray) -> np.ndarray:

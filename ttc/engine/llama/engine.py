@@ -290,7 +290,21 @@ class LlamaEngine(Engine):
         for e in extra:
             e.close()
 
+    def hidden_at(self, prefix, suffixes, positions) -> list[np.ndarray]:
+        from .hidden import hidden_at
+
+        with self.timed():
+            return hidden_at(self, prefix, suffixes, positions)
+
+    def hidden_branches(self, prompt: str, max_live: int, max_tokens: int):
+        from .hidden import hidden_branches
+
+        return hidden_branches(self, prompt, max_live, max_tokens)
+
     def close(self) -> None:
+        from .hidden import close_spare
+
+        close_spare(self)
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None

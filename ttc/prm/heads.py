@@ -1,0 +1,186 @@
+"""Reward heads applied to the backbone's hidden states: the value-head and classifier-head PRM formats.
+
+  value-head       Skywork-o1-Open-PRM: a step's score is sigmoid(w . h + b) at its step token
+  classifier-head  Qwen2.5-Math-PRM (Linear(h, h), ReLU, Linear(h, 2)) or a token classifier (Linear(h, 2)):
+                   softmax over the two logits at the step tag, the score is the second (the "good" class)
+
+The backbone runs in llama.cpp (a GGUF from `ttc prm import`), which returns the final hidden state of each
+step tag in the decode that evaluates it; the head (head.npz, float32, checked against the GGUF by the
+fingerprint both carry) is applied here with numpy. As in the Math-Shepherd format, every solution of a
+problem shares the PRM's prefix, and in step-wise search each branch keeps its PRM cache so only a new
+step's tokens are evaluated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.base import BranchSet, Engine, Usage
+from ..errors import UsageError
+from ..presets import PRMConfig
+from ..prompts import fill
+from .aggregate import get_aggregation
+from .reward import RewardModel, StepScorer, single_token
+
+HEAD_FORMATS = ("value-head", "classifier-head")
+FINGERPRINT_KEY = "ttc.prm.fingerprint"
+
+
+class Head:
+    """Layers (w (out, in), b (out,)) with ReLU between; the output turned into one score per row."""
+
+    def __init__(self, kind: str, layers: list[tuple[np.ndarray, np.ndarray]], fingerprint: str):
+        self.kind, self.layers, self.fingerprint = kind, layers, fingerprint
+        self.n_in = layers[0][0].shape[1]
+
+    def __call__(self, h: np.ndarray) -> np.ndarray:
+        """Scores in [0, 1] for hidden states h [n, n_in]: [n]."""
+        x = np.asarray(h, dtype=np.float32)
+        for i, (w, b) in enumerate(self.layers):
+            x = x @ w.T + b
+            if i < len(self.layers) - 1:
+                x = np.maximum(x, 0.0)
+        x = x.astype(np.float64)
+        if self.kind == "value-head":
+            return 1.0 / (1.0 + np.exp(-np.clip(x[:, 0], -700, 700)))
+        return 1.0 / (1.0 + np.exp(np.clip(x[:, 0] - x[:, 1], -700, 700)))  # softmax(x)[:, 1]
+
+
+def load_head(path: str | Path, kind: str, source: str) -> Head:
+    """Read head.npz, checking that it is a head of `kind` with well-formed layers."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"{source}: prm.head file not found: {path} (make it with: ttc prm import)")
+    try:
+        data = np.load(p, allow_pickle=False)
+        file_kind, fingerprint = str(data["kind"]), str(data["fingerprint"])
+        layers = []
+        while f"w{len(layers)}" in data:
+            i = len(layers)
+            layers.append((data[f"w{i}"].astype(np.float32), data[f"b{i}"].astype(np.float32)))
+    except Exception as e:
+        raise UsageError(f"{path}: not a head file from ttc prm import ({type(e).__name__}: {e})") from None
+    if file_kind != kind:
+        raise UsageError(f"{path}: a {file_kind} head, but the preset's prm.format is {kind}")
+    out = 1 if kind == "value-head" else 2
+    if not layers or layers[-1][0].shape[0] != out:
+        raise UsageError(f"{path}: the head's last layer must have {out} output(s)")
+    for i, (w, b) in enumerate(layers):
+        if w.ndim != 2 or b.shape != (w.shape[0],) or (i and w.shape[1] != layers[i - 1][0].shape[0]):
+            raise UsageError(f"{path}: head layer {i} has weight {w.shape} and bias {b.shape}, which do not chain")
+    return Head(kind, layers, fingerprint)
+
+
+class HeadPRM(RewardModel):
+    """A PRM whose scores come from a head on the backbone's hidden states at each step tag."""
+
+    def __init__(
+        self, engine: Engine, cfg: PRMConfig, delimiter: str, base_dir: Path | None = None, source: str = "the preset"
+    ):
+        self.engine, self.cfg, self.delimiter = engine, cfg, delimiter
+        self.aggregation = cfg.aggregation
+        self.usage = Usage()
+        get_aggregation(cfg.aggregation)
+        if cfg.head is None:
+            raise UsageError(f"{source}: prm.format {cfg.format} needs prm.head (the head file of ttc prm import)")
+        head_path = Path(cfg.head).expanduser()
+        if not head_path.is_absolute() and not head_path.exists() and base_dir is not None:
+            head_path = base_dir / head_path
+        self.head = load_head(head_path, cfg.format, source)
+        in_gguf = engine.info.metadata.get(FINGERPRINT_KEY)
+        if in_gguf != self.head.fingerprint or (cfg.fingerprint and cfg.fingerprint != self.head.fingerprint):
+            raise UsageError(
+                f"{source}: the head {head_path} (fingerprint {self.head.fingerprint}) does not belong to "
+                f"{engine.info.name} (fingerprint {in_gguf}"
+                + (f", preset says {cfg.fingerprint}" if cfg.fingerprint else "")
+                + "); import both with one ttc prm import"
+            )
+        meta = engine.info.metadata
+        n_embd = int(meta.get(meta.get("general.architecture", "") + ".embedding_length", 0))
+        if n_embd and n_embd != self.head.n_in:
+            raise UsageError(f"{source}: the head reads {self.head.n_in} features, the backbone has {n_embd}")
+        if not cfg.step_tag:
+            raise UsageError(f"{source}: prm.step_tag is empty")
+        self.tag_id = single_token(engine, cfg.step_tag, "step tag", source)
+        self.separator = delimiter if cfg.step_separator is None else cfg.step_separator
+
+    def prefix(self, problem: str) -> str:
+        return fill(self.cfg.template, problem=problem)
+
+    def piece(self, step: str) -> tuple[list[int], int]:
+        """Tokens of one step as the PRM reads it (text, tag, separator) and the tag's index in them. The text
+        is tokenized alone, as Skywork's reference does; a tag inside it is removed (no planted tags)."""
+        text = step[: -len(self.delimiter)] if self.delimiter and step.endswith(self.delimiter) else step
+        text = text.strip("\n").rstrip().replace(self.cfg.step_tag, " " if self.cfg.step_tag.isspace() else "")
+        ids = self.engine.tokenize(text, add_bos=False, special=False) + [self.tag_id]
+        at = len(ids) - 1
+        if self.separator:
+            ids += self.engine.tokenize(self.separator, add_bos=False, special=False)
+        return ids, at
+
+    def tokens(self, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        """A solution's tokens after the prefix, up to its last tag, and the tag positions."""
+        ids, pos = [], []
+        for step in steps:
+            piece, at = self.piece(step)
+            pos.append(len(ids) + at)
+            ids.extend(piece)
+        if pos:
+            del ids[pos[-1] + 1 :]
+        return ids, pos
+
+    def score(self, problem: str, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
+        built = [self.tokens(steps) for steps in solutions]
+        out: list[list[float]] = [[] for _ in solutions]
+        todo = [i for i, (ids, _) in enumerate(built) if ids]
+        if todo:
+            with self.charged():
+                suffixes, positions = [built[i][0] for i in todo], [built[i][1] for i in todo]
+                hs = self.engine.hidden_at(self.prefix(problem), suffixes, positions)
+            for i, h in zip(todo, hs):
+                out[i] = [float(s) for s in self.head(h)]
+        return out
+
+    def scorer(self, problem: str, max_live: int, max_tokens: int) -> StepScorer:
+        with self.charged():
+            bs = self.engine.hidden_branches(self.prefix(problem), max_live=max_live, max_tokens=max_tokens * 2 + 64)
+        return _HeadScorer(self, bs)
+
+
+class _HeadScorer(StepScorer):
+    """Step-wise scoring on hidden-state branches; the tokens after a tag (the separator, if any) are
+    evaluated with the branch's next step, so a pruned branch never pays for them."""
+
+    def __init__(self, prm: HeadPRM, bs: BranchSet):
+        self.prm, self.bs = prm, bs
+        self.pending: dict[int, list[int]] = {}
+
+    def fork(self, branch: int, k: int = 1) -> list[int]:
+        with self.prm.charged():
+            kids = self.bs.fork(branch, k)
+        for kid in kids:
+            self.pending[kid] = list(self.pending.get(branch, []))
+        return kids
+
+    def drop(self, branches: Sequence[int]) -> None:
+        self.bs.drop(branches)
+        for b in branches:
+            self.pending.pop(b, None)
+
+    def add_steps(self, branches: Sequence[int], steps: Sequence[str]) -> list[float]:
+        texts, positions = [], []
+        for b, s in zip(branches, steps):
+            piece, at = self.prm.piece(s)
+            before = self.pending.get(b, [])
+            texts.append(before + piece[: at + 1])
+            positions.append([len(before) + at])
+            self.pending[b] = piece[at + 1 :]
+        with self.prm.charged():
+            hs = self.bs.feed_hidden(branches, texts, positions)
+        return [float(self.prm.head(h)[0]) for h in hs]
+
+    def close(self) -> None:
+        self.bs.close()

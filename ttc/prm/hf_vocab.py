@@ -1,0 +1,121 @@
+"""A Hugging Face checkpoint's tokenizer as GGUF metadata: Qwen2's byte-level BPE, for `ttc prm import`.
+
+Read from the checkpoint's own tokenizer.json and tokenizer_config.json (no transformers needed):
+tokenizer.ggml.model gpt2 with pre-tokenizer type qwen2 (llama.cpp then splits text with the same regex as
+the checkpoint's pre-tokenizer, which is checked), the tokens by id (ids the embedding has but the
+tokenizer lacks are filled as unused `[PADn]`), token types (special added tokens CONTROL, other added
+tokens USER_DEFINED), the merges, the special token ids and the chat template.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5  # gguf.TokenType values
+
+
+@dataclass
+class Vocab:
+    tokens: list[str]
+    types: list[int]
+    merges: list[str]
+    special: dict[str, int] = field(default_factory=dict)  # bos / eos / pad -> id
+    text: dict[str, str] = field(default_factory=dict)  # bos / eos / pad -> its text
+    add_bos: bool = False
+    chat_template: str | None = None
+
+    def id_of(self, text: str) -> int | None:
+        try:
+            return self.tokens.index(text)
+        except ValueError:
+            return None
+
+
+def _token_text(value) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _check_pre_tokenizer(pre, where: str) -> None:
+    """Refuse a pre-tokenizer that llama.cpp's qwen2 pre-type would not reproduce."""
+    parts = pre.get("pretokenizers", [pre]) if isinstance(pre, dict) else []
+    splits = [p for p in parts if p.get("type") == "Split"]
+    byte_level = [p for p in parts if p.get("type") == "ByteLevel"]
+    pattern = splits[0].get("pattern", {}).get("Regex") if len(splits) == 1 else None
+    if pattern != QWEN2_SPLIT or len(byte_level) != 1 or byte_level[0].get("use_regex", True):
+        raise UsageError(
+            f"{where}: the pre-tokenizer is not Qwen2's (a Split on Qwen2's regex, then ByteLevel); "
+            "only Qwen2-style byte-level BPE tokenizers can be imported"
+        )
+
+
+def read_vocab(folder: Path, n_vocab: int) -> Vocab:
+    """The tokenizer of checkpoint `folder` for an embedding of `n_vocab` rows."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise UsageError(f"{folder}: no tokenizer.json (the checkpoint's tokenizer is needed for the GGUF)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not readable JSON ({e})") from None
+    model = data.get("model") or {}
+    if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
+        raise UsageError(f"{path}: model type {model.get('type')!r} is not BPE; only byte-level BPE is supported")
+    _check_pre_tokenizer(data.get("pre_tokenizer"), str(path))
+    tokens: list[str | None] = [None] * n_vocab
+    types = [UNUSED] * n_vocab
+    for text, i in model["vocab"].items():
+        if i >= n_vocab:
+            raise UsageError(f"{path}: token {text!r} has id {i}, past the embedding's {n_vocab} rows")
+        tokens[i], types[i] = text, NORMAL
+    for added in data.get("added_tokens", []):
+        i = added["id"]
+        if i >= n_vocab:
+            raise UsageError(f"{path}: added token {added['content']!r} has id {i}, past the embedding's rows")
+        tokens[i], types[i] = added["content"], CONTROL if added.get("special") else USER_DEFINED
+    for i, t in enumerate(tokens):
+        if t is None:
+            tokens[i] = f"[PAD{i}]"
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    if not merges:
+        raise UsageError(f"{path}: the BPE has no merges")
+    vocab = Vocab(tokens=tokens, types=types, merges=merges)
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = {}
+    if cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise UsageError(f"{cfg_path}: not readable JSON ({e})") from None
+    for kind in ("bos", "eos", "pad"):
+        text = _token_text(cfg.get(f"{kind}_token"))
+        i = vocab.id_of(text) if text else None
+        if i is not None:
+            vocab.special[kind], vocab.text[kind] = i, text
+    vocab.add_bos = bool(cfg.get("add_bos_token", False))
+    template = cfg.get("chat_template")
+    vocab.chat_template = template if isinstance(template, str) else None
+    return vocab
+
+
+def write_vocab(writer, vocab: Vocab) -> None:
+    """Put `vocab` into a gguf.GGUFWriter."""
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_types(vocab.types)
+    writer.add_token_merges(vocab.merges)
+    adders = {"bos": writer.add_bos_token_id, "eos": writer.add_eos_token_id, "pad": writer.add_pad_token_id}
+    for kind, i in vocab.special.items():
+        adders[kind](i)
+    writer.add_add_bos_token(vocab.add_bos)
+    if vocab.chat_template:
+        writer.add_chat_template(vocab.chat_template)
