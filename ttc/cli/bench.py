@@ -35,9 +35,23 @@ def speed(
     random: Annotated[
         bool, typer.Option("--random", help="Measure on a random 76 M-parameter f16 model (batched-bench's shape).")
     ] = False,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.")] = 0.8,
+    top_k: Annotated[int, typer.Option("--top-k", help="Top-k (0: off).")] = 0,
+    top_p: Annotated[float, typer.Option("--top-p", help="Top-p (1: off).")] = 1.0,
+    sequential: Annotated[
+        bool, typer.Option("--sequential/--no-sequential", help="Also time the sequential create_completion loop.")
+    ] = True,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            "--reference",
+            help="Folder with llama.cpp's llama-batched and llama-batched-bench: run them beside ttc at each N.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Generation tokens/s of ttc's batched sampler vs a sequential create_completion loop, and their ratio."""
+    """Generation tokens/s of ttc's batched sampler vs a sequential create_completion loop, and their ratio;
+    with --reference, vs llama.cpp's llama-batched (same sampler, -kvu) and batched-bench (decode only)."""
     from ..engine.llama.speed import parse_ns, run_speed
 
     rows = run_speed(
@@ -49,6 +63,9 @@ def speed(
         n_gpu_layers,
         random_model=random,
         progress=None if json_out else err,
+        sampling={"temperature": temperature, "top_k": top_k, "top_p": top_p},
+        sequential_baseline=sequential,
+        reference=reference,
     )
     if json_out:
         print(json.dumps(rows))

@@ -15,6 +15,7 @@ import numpy as np
 from ...errors import TTCRuntimeError
 from ..base import BranchSet, Completion, SamplingParams, derive_seed
 from .context import Branch, Host, _Context, _log_softmax_at
+from .rows import RowSampler, applies, generator
 
 
 class LlamaBranches(BranchSet):
@@ -95,20 +96,25 @@ class LlamaBranches(BranchSet):
         eng, lc = self.engine, self.engine.lc
         stops = [s.encode("utf-8") for s in params.stop if s]
         state = {}
+        # Large vocabularies sample all rows of a decode at once in numpy (rows.py); small ones use llama.cpp's
+        # chain per sequence (cheap there, and the built-in pair's pinned samples come from it).
+        sampler = None
+        if applies(eng.n_vocab, params.top_k, params.top_p):
+            sampler = RowSampler(eng.n_vocab, params.temperature, eng.eog_tokens() if params.ignore_eos else ())
         for j, b in enumerate(ids):
             br = self.live[b]
             if br.finished:
                 raise TTCRuntimeError(f"branch {b} has already finished; it cannot be extended")
-            state[b] = _Gen(
-                br,
-                _make_chain(lc, params, derive_seed(params.seed, first_index + j), eng.eog_tokens(), eng.n_vocab),
-                len(br.tokens),
-            )
+            seed = derive_seed(params.seed, first_index + j)
+            if sampler is not None:
+                state[b] = _Gen(br, None, len(br.tokens), rng=generator(seed))
+            else:
+                state[b] = _Gen(br, _make_chain(lc, params, seed, eng.eog_tokens(), eng.n_vocab), len(br.tokens))
         active = list(ids)
         try:
             while active:
                 # Sample inside the callback: a later chunk of the same step would overwrite the logits.
-                drawn = self._draw(state, active)
+                drawn = self._draw(state, active, sampler)
                 still = []
                 for b in active:
                     st = state[b]
@@ -135,18 +141,40 @@ class LlamaBranches(BranchSet):
                 active = still
         finally:
             for st in state.values():
-                lc.llama_sampler_free(st.chain)
+                if st.chain is not None:
+                    lc.llama_sampler_free(st.chain)
         return [state[b].completion(eng) for b in ids]
 
-    def _draw(self, state: dict[int, _Gen], active: list[int]) -> dict[int, int]:
-        """Decode the uncached tokens of the active branches and sample one token for each."""
+    def _draw(self, state: dict[int, _Gen], active: list[int], sampler: RowSampler | None) -> dict[int, int]:
+        """Decode the uncached tokens of the active branches and sample one token for each: with its llama.cpp
+        chain row by row, or with `sampler` over all rows of each decode at once."""
         lc, ctx = self.engine.lc, self.ctx
         by_seq = {state[b].br.seq: b for b in active}
         drawn: dict[int, int] = {}
+        pending: list[tuple[int, int]] = []  # (branch, batch row) of the decode just made, for `sampler`
 
         def take(br: Branch, i: int, row: int) -> None:
             b = by_seq[br.seq]
-            drawn[b] = lc.llama_sampler_sample(state[b].chain, ctx.ctx, row)
+            if sampler is None:
+                drawn[b] = lc.llama_sampler_sample(state[b].chain, ctx.ctx, row)
+            else:
+                pending.append((b, row))
+
+        def take_all() -> None:
+            if not pending:
+                return
+            rows = sorted({r for _, r in pending})  # kin branches share a row; each draws with its own generator
+            at = {r: k for k, r in enumerate(rows)}
+            logits = ctx.logits_rows(rows)
+            if sampler.temperature <= 0:
+                best = sampler.greedy(logits)
+                for b, r in pending:
+                    drawn[b] = int(best[at[r]])
+            else:
+                blocks, cum = sampler.weights(logits)
+                for b, r in pending:
+                    drawn[b] = sampler.draw(blocks, cum, at[r], state[b].rng.random())
+            pending.clear()
 
         for b in active:  # a fully cached branch (after `feed`) re-evaluates its last token for logits
             br = state[b].br
@@ -155,7 +183,7 @@ class LlamaBranches(BranchSet):
                 self.engine.lc.llama_memory_seq_rm(ctx.mem, br.seq, br.n_cached - 1, -1)
                 br.n_cached -= 1
                 br.last_sampled = False
-        ctx.decode([(state[b].br, len(state[b].br.tokens), None) for b in active], take)
+        ctx.decode([(state[b].br, len(state[b].br.tokens), None) for b in active], take, take_all if sampler else None)
         return drawn
 
     def feed(self, branches, texts, positions, token_ids) -> list[np.ndarray]:
@@ -227,8 +255,9 @@ def _find_stop(buf: bytes, stops: list[bytes], from_byte: int) -> tuple[int, byt
 class _Gen:
     """The state of one continuation in `LlamaBranches.run`."""
 
-    def __init__(self, br: Branch, chain, start: int):
-        self.br, self.chain, self.start = br, chain, start
+    def __init__(self, br: Branch, chain, start: int, rng: np.random.Generator | None = None):
+        self.br, self.chain, self.start = br, chain, start  # chain: llama.cpp's sampler, or None with `rng`
+        self.rng = rng  # the generator RowSampler draws this continuation's uniforms from
         self.prev_last_sampled = br.last_sampled
         self.buf = b""
         self.ends: list[int] = []  # byte offset in buf where each new token ends

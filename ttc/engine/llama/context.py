@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -127,10 +128,16 @@ class _Context:
     def clear(self) -> None:
         self.engine.lc.llama_memory_clear(self.mem, True)
 
-    def decode(self, items: list[tuple[Branch, int, set[int] | None]], on_logits: Callable[[Branch, int, int], None]):
+    def decode(
+        self,
+        items: list[tuple[Branch, int, set[int] | None]],
+        on_logits: Callable[[Branch, int, int], None],
+        after_chunk: Callable[[], None] | None = None,
+    ):
         """Evaluate, for each (branch, upto, want), tokens[n_cached:upto] of the branch. `want` holds
         token indices whose logits are needed (None: the last one); `on_logits(branch, index, row)` is
-        called right after the decode that produced each, while its row is readable."""
+        called right after the decode that produced each, while its row is readable, and `after_chunk()`
+        after those calls of each decode (rows are still readable: work on all of them at once there)."""
         lc, eng = self.engine.lc, self.engine
         # Kin branches with the same uncached tokens are evaluated once, the token carrying all their
         # sequence ids (a unified KV cell may belong to many sequences), and share the logits row.
@@ -176,6 +183,8 @@ class _Context:
                     m.n_cached = i + 1
                     if logits:
                         on_logits(m, i, row)
+            if after_chunk is not None:
+                after_chunk()
 
     def logits_row(self, row: int) -> np.ndarray:
         ptr = self.engine.lc.llama_get_logits_ith(self.ctx, row)
@@ -193,6 +202,17 @@ class _Context:
             raise TTCRuntimeError(f"llama.cpp returned no hidden state for batch row {row}")
         n = lc.llama_model_n_embd(self.engine.llm.model)
         return np.ctypeslib.as_array(ptr, shape=(n,)).copy()
+
+    def logits_rows(self, rows: Sequence[int]) -> np.ndarray:
+        """The logits of batch rows `rows` of the last decode as one (len(rows), n_vocab) float32 array: a
+        view of llama.cpp's output buffer when they lie there back to back in this order, else a copy."""
+        get = self.engine.lc.llama_get_logits_ith
+        ptrs = [get(self.ctx, r) for r in rows]
+        addr = [ctypes.cast(p, ctypes.c_void_p).value for p in ptrs]
+        stride = self.n_vocab * ctypes.sizeof(ctypes.c_float)
+        if all(b - a == stride for a, b in zip(addr, addr[1:])):
+            return np.ctypeslib.as_array(ptrs[0], shape=(len(rows), self.n_vocab))
+        return np.stack([np.ctypeslib.as_array(p, shape=(self.n_vocab,)) for p in ptrs])
 
 
 def _log_softmax_at(logits: np.ndarray, token_ids: np.ndarray) -> np.ndarray:

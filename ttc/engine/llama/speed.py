@@ -5,7 +5,9 @@ For each N, in one run on the same model, threads and sampling settings:
   sequential  llama-cpp-python's `Llama.create_completion` in a loop (what a script would do without ttc),
               timed over min(N, 8) completions: a loop's rate does not depend on N
 Both generate exactly `tokens` tokens per sample (end-of-generation tokens are masked), and tokens/s counts
-generated tokens over wall time, prompt evaluation included.
+generated tokens over wall time, prompt evaluation included. Sampling: temperature / top-k / top-p as given
+(llama-batched's settings by default: 0.8, off, off). `--reference DIR` runs llama.cpp's `llama-batched` and
+`llama-batched-bench` (decode only) from DIR right after ttc at each N, with the same settings (reference.py).
 
 `--random` writes a random-weight model shaped like llama.cpp's batched-bench reference (n_embd 768,
 8 layers, f16, about 76 M parameters) to a temporary folder and measures on it.
@@ -58,13 +60,21 @@ def run_speed(
     n_gpu_layers: int | None,
     random_model: bool = False,
     progress: Console | None = None,
+    sampling: dict | None = None,
+    sequential_baseline: bool = True,
+    reference: str | None = None,
 ) -> list[dict]:
+    """One row per N: ttc's batched tokens/s, and the sequential loop's and llama.cpp's references' beside it.
+    `sampling`: temperature, top_k, top_p (default 0.8, 0, 1.0)."""
     from llama_cpp import Llama
 
+    from . import reference as ref
     from .engine import LlamaEngine, gpu_layers
 
     if tokens < 1:
         raise UsageError(f"--tokens must be at least 1, got {tokens}")
+    sampling = {"temperature": 0.8, "top_k": 0, "top_p": 1.0, **(sampling or {})}
+    programs = ref.find_programs(reference) if reference else None
     tmp = None
     if random_model:
         tmp = tempfile.TemporaryDirectory(prefix="ttc-speed-")
@@ -83,7 +93,10 @@ def run_speed(
         n_gpu_layers=gpu_layers(n_gpu_layers),
         verbose=False,
     )  # fmt: skip
-    params = SamplingParams(temperature=1.0, max_tokens=tokens, ignore_eos=True, seed=0)
+    params = SamplingParams(
+        temperature=sampling["temperature"], top_k=sampling["top_k"], top_p=sampling["top_p"],
+        max_tokens=tokens, ignore_eos=True, seed=0,
+    )  # fmt: skip
 
     def batched(n: int) -> float:
         before = engine.usage.snapshot()
@@ -98,8 +111,9 @@ def run_speed(
         generated, t0 = 0, time.perf_counter()
         for i in range(n):
             r = baseline.create_completion(
-                PROMPT, max_tokens=tokens, temperature=1.0, top_p=1.0, top_k=0, min_p=0.0, seed=i, logit_bias=eog
-            )
+                PROMPT, max_tokens=tokens, temperature=sampling["temperature"], top_p=sampling["top_p"],
+                top_k=sampling["top_k"], min_p=0.0, seed=i, logit_bias=eog,
+            )  # fmt: skip
             generated += r["usage"]["completion_tokens"]
         return generated / (time.perf_counter() - t0)
 
@@ -109,30 +123,37 @@ def run_speed(
             f"prompt {n_prompt} tokens, {tokens} generated tokens per sample"
         )
     batched(2)  # warm up both paths
-    sequential(1)
+    if sequential_baseline:
+        sequential(1)
     rows = []
     for n in ns:
-        b = batched(n)
-        s = sequential(min(n, 8))
-        rows.append(
-            {
-                "n": n,
-                "batched_tokens_per_s": round(b, 2),
-                "sequential_tokens_per_s": round(s, 2),
-                "ratio": round(b / s, 3),
-            }
-        )
-        if progress:
-            progress.print(f"  N={n}: batched {b:.1f} tok/s, sequential {s:.1f} tok/s, ratio {b / s:.2f}x")
-    if progress:
-        table = Table(title="ttc speed: generated tokens/s")
-        for col in ("N", "batched", "sequential", "ratio"):
-            table.add_column(col, justify="right")
-        for r in rows:
-            table.add_row(
-                str(r["n"]), f"{r['batched_tokens_per_s']:.1f}", f"{r['sequential_tokens_per_s']:.1f}",
-                f"{r['ratio']:.2f}x",
+        row: dict = {"n": n, "batched_tokens_per_s": round(batched(n), 2)}
+        if sequential_baseline:
+            s = sequential(min(n, 8))
+            row.update(sequential_tokens_per_s=round(s, 2), ratio=round(row["batched_tokens_per_s"] / s, 3))
+        if programs:
+            lb = ref.llama_batched(programs["llama-batched"], str(path), PROMPT, n_prompt, tokens, n, threads, sampling)
+            bb = ref.llama_batched_bench(programs["llama-batched-bench"], str(path), n_prompt, tokens, n, threads)
+            row.update(
+                llama_batched_tokens_per_s=lb, batched_bench_decode_tokens_per_s=bb,
+                ratio_to_llama_batched=round(row["batched_tokens_per_s"] / lb, 3),
             )  # fmt: skip
+        rows.append(row)
+        if progress:
+            progress.print(f"  N={n}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "n"))
+    if progress:
+        columns = {
+            "batched_tokens_per_s": "batched", "sequential_tokens_per_s": "sequential", "ratio": "ratio",
+            "llama_batched_tokens_per_s": "llama-batched", "batched_bench_decode_tokens_per_s": "batched-bench",
+            "ratio_to_llama_batched": "vs llama-batched",
+        }  # fmt: skip
+        shown = [k for k in columns if k in rows[0]]
+        table = Table(title="ttc speed: generated tokens/s (batched-bench: decode only, no sampling)")
+        table.add_column("N", justify="right")
+        for k in shown:
+            table.add_column(columns[k], justify="right")
+        for r in rows:
+            table.add_row(str(r["n"]), *(f"{r[k]:.2f}x" if k.startswith("ratio") else f"{r[k]:.1f}" for k in shown))
         progress.print(table)
     engine.close()
     baseline.close()
