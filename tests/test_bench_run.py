@@ -161,8 +161,8 @@ def test_problems_too_long_at_the_start_are_recorded_as_wrong_not_taken_for_a_ba
 
 
 def test_a_refusal_that_is_the_same_for_every_problem_stops_the_run_unwritten(preset, tmp_path):
-    with pytest.raises(UsageError, match="revision"):  # this preset has no `revision` section
-        bench(preset, tmp_path / "run", strategies=["majority", "revise"], budgets=[1])
+    with pytest.raises(UsageError, match="beam width"):  # budget 1 is below beam's width 4 on every problem
+        bench(preset, tmp_path / "run", strategies=["majority", "beam"], budgets=[1])
     recs = records(tmp_path / "run")
     assert recs and {r["strategy"] for r in recs} == {"majority"}
     data = write_dataset(tmp_path / "d.jsonl", ["1+" * 3000 + "1"] * 2)  # fewer problems than the threshold

@@ -48,8 +48,13 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class RevisionConfig:
-    template: str = "{problem}\n{attempts}"  # whole prompt of a revision, with {problem} and {attempts}
-    attempt_template: str = "{attempt}\n"  # one earlier attempt, with {attempt} (and {index}, from 1)
+    """How a revision is asked (`revise`). The default, used when a preset has no `revision` section: the
+    earlier attempts, oldest first, then the problem's own prompt again (the built-in pair's layout)."""
+
+    # a revision's prompt (raw format) or user message (chat format), with {attempts} and {problem} or
+    # {prompt}: the problem's own prompt text (prompt.template filled with the problem)
+    template: str = "{attempts}{prompt}"
+    attempt_template: str = "Attempt {index}:\n{attempt}\n\n"  # one earlier attempt: {attempt}, {index} from 1
     max_attempts: int = 4  # earlier attempts kept in context
 
 
@@ -96,7 +101,7 @@ class Preset:
     stop: tuple[str, ...] = ()  # extra stop strings for whole solutions
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    revision: RevisionConfig | None = None
+    revision: RevisionConfig | None = field(default_factory=RevisionConfig)  # None: the default layout
     prm: PRMConfig | None = None
     policy: str | None = None  # compute-optimal policy YAML, relative to the preset's folder
     backend: BackendConfig | None = None  # where models run; None = in-process llama.cpp (flags can override)

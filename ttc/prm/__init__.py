@@ -1,9 +1,11 @@
-"""Process reward models: the interface and the Math-Shepherd and self-judge formats (`reward`), the RLHFlow
-chat format (`rlhflow`), and the aggregation of per-step scores (`aggregate`)."""
+"""Process reward models: the interface and the Math-Shepherd format (`reward`), the RLHFlow chat format
+(`rlhflow`), the policy judging its own steps (`selfjudge`), and the aggregation of per-step scores
+(`aggregate`)."""
 
 from .aggregate import AGGREGATIONS, get_aggregation
-from .reward import MathShepherdPRM, RewardModel, SelfJudgePRM, StepScorer, two_way
+from .reward import MathShepherdPRM, RewardModel, StepScorer, two_way
 from .rlhflow import RLHFlowPRM
+from .selfjudge import SelfJudgePRM
 
 __all__ = [
     "AGGREGATIONS",

@@ -5,7 +5,7 @@ Formats (the preset's `prm.format`):
                  token after its tag (Math-Shepherd, and the built-in tiny PRM)
   rlhflow        each step a user turn, the PRM answers good or bad (ttc.prm.rlhflow)
   self-judge     the policy judges its own steps: P(" Yes") / (P(" Yes") + P(" No")) after asking whether
-                 the last step is correct; weaker, but keeps every strategy usable without a PRM
+                 the last step is correct, on a fork of the branch that holds the steps (ttc.prm.selfjudge)
 
 Every solution of a problem shares the PRM's prefix (its template filled with the problem), which the
 engine evaluates once. In step-wise search a `StepScorer` keeps one PRM branch per search branch, so
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 from ..engine.base import BranchSet, Engine, Usage
@@ -202,49 +202,11 @@ class _ShepherdScorer(StepScorer):
         self.bs.close()
 
 
-class SelfJudgePRM(RewardModel):
-    """The policy scores its own steps by P(" Yes") to a question about the last step."""
+class TextScorer(StepScorer):
+    """Step-wise scoring that keeps each branch's step texts only; a subclass scores them in `add_steps`
+    (rlhflow's fallback for chat templates that do not extend turn by turn re-scores whole texts)."""
 
-    QUESTION = "\n\nIs the last step above correct? Answer Yes or No.\nAnswer:"
-
-    def __init__(self, engine: Engine, prompt_for: Callable[[str], str], aggregation: str = "last"):
-        self.engine, self.prompt_for, self.aggregation = engine, prompt_for, aggregation
-        self.usage = Usage()
-        get_aggregation(aggregation)
-        self.yes_id = self._answer_token(" Yes", "Yes")
-        self.no_id = self._answer_token(" No", "No")
-
-    def _answer_token(self, *spellings: str) -> int:
-        for s in spellings:
-            ids = self.engine.tokenize(s, add_bos=False, special=False)
-            if len(ids) == 1:
-                return ids[0]
-        return self.engine.tokenize(spellings[-1], add_bos=False, special=False)[0]
-
-    def score(self, problem: str, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
-        suffixes, owners = [], []
-        for i, steps in enumerate(solutions):
-            for k in range(1, len(steps) + 1):
-                suffixes.append("".join(steps[:k]).rstrip() + self.QUESTION)
-                owners.append(i)
-        out: list[list[float]] = [[] for _ in solutions]
-        if suffixes:
-            with self.charged():
-                lps = self.engine.logprobs_at(
-                    self.prompt_for(problem), suffixes, [[-1]] * len(suffixes), [self.yes_id, self.no_id]
-                )
-            for i, lp in zip(owners, lps):
-                out[i].append(two_way(lp[0][0], lp[0][1]))
-        return out
-
-    def scorer(self, problem: str, max_live: int, max_tokens: int) -> StepScorer:
-        return _SelfJudgeScorer(self, problem)
-
-
-class _SelfJudgeScorer(StepScorer):
-    """Self-judging has no cache to share (each question ends differently), so it keeps texts only."""
-
-    def __init__(self, prm: SelfJudgePRM, problem: str):
+    def __init__(self, prm: RewardModel, problem: str):
         self.prm, self.problem = prm, problem
         self.steps: dict[int, list[str]] = {0: []}
         self.next_id = 1
@@ -259,16 +221,6 @@ class _SelfJudgeScorer(StepScorer):
     def drop(self, branches: Sequence[int]) -> None:
         for b in branches:
             self.steps.pop(b, None)
-
-    def add_steps(self, branches: Sequence[int], steps: Sequence[str]) -> list[float]:
-        for b, s in zip(branches, steps):
-            self.steps[b].append(s)
-        suffixes = ["".join(self.steps[b]).rstrip() + self.prm.QUESTION for b in branches]
-        with self.prm.charged():
-            lps = self.prm.engine.logprobs_at(
-                self.prm.prompt_for(self.problem), suffixes, [[-1]] * len(suffixes), [self.prm.yes_id, self.prm.no_id]
-            )
-        return [two_way(lp[0][0], lp[0][1]) for lp in lps]
 
     def close(self) -> None:
         self.steps.clear()

@@ -14,7 +14,7 @@ from ..engine.base import BranchSet, Engine, Usage
 from ..errors import UsageError
 from ..presets import PRMConfig
 from .aggregate import get_aggregation
-from .reward import RewardModel, StepScorer, _SelfJudgeScorer, single_token, two_way
+from .reward import RewardModel, StepScorer, TextScorer, single_token, two_way
 
 
 class RLHFlowPRM(RewardModel):
@@ -169,7 +169,7 @@ class _ChatScorer(StepScorer):
         self.bs.close()
 
 
-class _RenderedScorer(_SelfJudgeScorer):
+class _RenderedScorer(TextScorer):
     """RLHFlow scoring for a chat template that does not extend turn by turn: each new step re-scores the
     branch's whole conversation."""
 
