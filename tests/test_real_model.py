@@ -90,6 +90,7 @@ def test_every_strategy_runs_within_budget_on_the_real_model(solver, name):
             assert counted > 0
         assert s.tokens_generated > 0 and s.prompt_tokens > 0 and s.flops > 0
         assert r.candidates and all(c.text is not None for c in r.candidates)
+        assert not any("Problem:" in c.text for c in r.candidates), name  # the preset's stops end every path
         json.dumps(r.to_dict())  # the record --json prints
         if r.answer is not None:
             assert any(c.answer == r.answer for c in r.candidates)

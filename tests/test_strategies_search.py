@@ -199,3 +199,44 @@ def test_aggregations():
     assert (last(s), minimum(s), mean(s)) == (0.8, 0.5, pytest.approx(2.2 / 3))
     assert product(s) == pytest.approx(0.36)
     assert last([]) == minimum([]) == product([]) == mean([]) == 0.0
+
+
+def test_the_presets_stop_strings_end_a_search_branch_even_across_steps(tmp_path):
+    """A base model's few-shot preset stops whole solutions at the next "Problem:"; step-wise search must stop
+    there too (a stop can span steps: the step delimiter is a newline, the stop "\\nProblem:")."""
+    from conftest import make_tiny_gguf
+
+    from ttc.solve import ModelOptions, SamplingOverrides, Solver
+
+    model = make_tiny_gguf(tmp_path / "m.gguf", seed=11, scale=1.0)
+    preset = tmp_path / "p.yaml"
+    preset.write_text(
+        f"model: {model}\nprompt:\n  format: raw\n  template: 'Q: {{problem}}\\n'\nstep_delimiter: \"\\n\"\n"
+        "stop: ['^', '#', 'h', 'Z', 'L', 'C', '7', '-', '!', 'e', 'a', 'o', 'i']\n"
+        "answer:\n  format: boxed\n  last_number_fallback: true\nsampling:\n  max_tokens: 40\n"
+    )
+    solver = Solver(ModelOptions(preset=str(preset), threads=2))
+    try:
+        for name in ("beam", "dvts", "particle-filter"):
+            r = solver.solve("1+1", name, 4, sampling=SamplingOverrides(max_tokens=40))
+            assert r.spent.generations <= 4
+            for c in r.candidates:
+                assert not any(x in c.text for x in "^#hZLC7-!eaoi"), (name, c.text)
+            assert any(c.finish_reason == "stop" for c in r.candidates), name
+    finally:
+        solver.close()
+
+
+def test_a_stop_string_that_spans_steps_cuts_the_new_step():
+    from types import SimpleNamespace
+
+    from ttc.strategies.search import Search
+
+    host = SimpleNamespace(ctx=SimpleNamespace(sampling=SimpleNamespace(stop=("\nProblem:", "\n\nProblem:"))))
+    beam = SimpleNamespace(steps=["4 * 2 = 8\n", "The answer is \\boxed{8}.\n"])
+    text = ["Problem: What is 1 + 1?\n"]
+    assert Search.cut_at_stop(host, beam, 0, text) and text == [""]  # the stop began in the step before
+    text = ["3 + 8 = 11\nProblem: next"]
+    assert Search.cut_at_stop(host, SimpleNamespace(steps=[]), 0, text) and text == ["3 + 8 = 11"]
+    text = ["no stop here\n"]
+    assert not Search.cut_at_stop(host, beam, 0, text) and text == ["no stop here\n"]

@@ -185,17 +185,41 @@ class Search:
             pending = [
                 i for i in pending if reason[i] == "length" and made[i] < limit[i] and not text[i].endswith(self.delim)
             ]
+        stopped = [self.cut_at_stop(b, i, text) for i, b in enumerate(beams)]
         scores = self.prm.add_steps([b.sid for b in beams], [t if t else " " for t in text])
-        for b, t, n, why, s in zip(beams, text, made, reason, scores):
+        for b, t, n, why, s, hit in zip(beams, text, made, reason, scores, stopped):
+            b.tokens += n
+            if hit:  # the preset's stop string ended the solution: its step is kept only if it has text
+                if t.strip():
+                    b.steps.append(t)
+                    b.scores.append(s)
+                b.done = "stop"
+                continue
             b.steps.append(t)
             b.scores.append(s)
-            b.tokens += n
             if why == "eos":
                 b.done = "eos"
             elif b.tokens >= self.max_tokens:
                 b.done = "length"
             elif why == "length" and not t.endswith(self.delim):
                 b.done = "length"
+
+    def cut_at_stop(self, b: Beam, i: int, text: list[str]) -> bool:
+        """Cut `text[i]`, beam b's new step, at the earliest of the preset's stop strings (whole-solution stops
+        such as a base model's next "Problem:", which can span steps); True when one was found. A stop that
+        began in earlier steps leaves this step empty (earlier steps were already scored as they are)."""
+        stops = [x for x in self.ctx.sampling.stop if x]
+        if not stops:
+            return False
+        prev = "".join(b.steps)
+        full = prev + text[i]
+        start = max(0, len(prev) - max(len(x) for x in stops) + 1)
+        hits = [k for k in (full.find(x, start) for x in stops) if k >= 0]
+        if not hits:
+            return False
+        k = min(hits)
+        text[i] = full[len(prev) : k] if k > len(prev) else ""
+        return True
 
     def candidate(self, b: Beam) -> Candidate:
         text = "".join(b.steps)
