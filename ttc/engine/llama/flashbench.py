@@ -59,11 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     for live, cached, new in SHAPES:
         off = time_feed(engine, False, live, cached, new, args.reps)
         on = time_feed(engine, True, live, cached, new, args.reps)
-        print(f"{live:5d} {cached:6d} {new:4d} {live * new:6d} {off * 1e3:11.2f} {on * 1e3:9.2f} {on / off:6.2f}")
+        print(f"{live:5d} {cached:6d} {new:4d} {live * new:6d} {off * 1e3:11.2f} {on * 1e3:9.2f} {on / off:6.3g}")
     print(f"{'sampled streams':>15} {'no flash ms':>11} {'flash ms':>9} {'ratio':>6}")
     for n in (1, 2, 4, 8):
         off, on = (time_sample(engine, mode, n, args.reps) for mode in ("off", "on"))
-        print(f"{n:15d} {off * 1e3:11.2f} {on * 1e3:9.2f} {on / off:6.2f}")
+        print(f"{n:15d} {off * 1e3:11.2f} {on * 1e3:9.2f} {on / off:6.3g}")
     engine.close()
 
 
