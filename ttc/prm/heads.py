@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.base import BranchSet, Engine, Usage
+from ..engine.base import Engine, Usage
 from ..errors import UsageError
 from ..presets import PRMConfig
 from ..prompts import fill
 from .aggregate import get_aggregation
-from .reward import RewardModel, StepScorer, single_token
+from .reward import RewardModel, StepScorer, TagScorer, single_token
 
 HEAD_FORMATS = ("value-head", "classifier-head")
 FINGERPRINT_KEY = "ttc.prm.fingerprint"
@@ -150,37 +150,9 @@ class HeadPRM(RewardModel):
         return _HeadScorer(self, bs)
 
 
-class _HeadScorer(StepScorer):
-    """Step-wise scoring on hidden-state branches; the tokens after a tag (the separator, if any) are
-    evaluated with the branch's next step, so a pruned branch never pays for them."""
+class _HeadScorer(TagScorer):
+    """Step-wise scoring on hidden-state branches: the head read at each step tag."""
 
-    def __init__(self, prm: HeadPRM, bs: BranchSet):
-        self.prm, self.bs = prm, bs
-        self.pending: dict[int, list[int]] = {}
-
-    def fork(self, branch: int, k: int = 1) -> list[int]:
-        with self.prm.charged():
-            kids = self.bs.fork(branch, k)
-        for kid in kids:
-            self.pending[kid] = list(self.pending.get(branch, []))
-        return kids
-
-    def drop(self, branches: Sequence[int]) -> None:
-        self.bs.drop(branches)
-        for b in branches:
-            self.pending.pop(b, None)
-
-    def add_steps(self, branches: Sequence[int], steps: Sequence[str]) -> list[float]:
-        texts, positions = [], []
-        for b, s in zip(branches, steps):
-            piece, at = self.prm.piece(s)
-            before = self.pending.get(b, [])
-            texts.append(before + piece[: at + 1])
-            positions.append([len(before) + at])
-            self.pending[b] = piece[at + 1 :]
-        with self.prm.charged():
-            hs = self.bs.feed_hidden(branches, texts, positions)
+    def read(self, branches, texts, positions) -> list[float]:
+        hs = self.bs.feed_hidden(branches, texts, positions)
         return [float(self.prm.head(h)[0]) for h in hs]
-
-    def close(self) -> None:
-        self.bs.close()

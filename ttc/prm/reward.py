@@ -165,12 +165,13 @@ class MathShepherdPRM(RewardModel):
         return _ShepherdScorer(self, bs)
 
 
-class _ShepherdScorer(StepScorer):
-    """Step-wise scoring on branches. The tokens after a step's tag (the separator) are evaluated only with
-    the branch's next step: a branch that is pruned or ends never pays for them. The PRM reads the same
-    tokens either way."""
+class TagScorer(StepScorer):
+    """Step-wise scoring at step tags on PRM branches (Math-Shepherd's tokens, a head PRM's hidden states). The
+    tokens after a step's tag (the separator) are evaluated only with the branch's next step: a branch that is
+    pruned or ends never pays for them. The PRM reads the same tokens either way. A format says how the tag
+    positions it is fed are read (`read`); the PRM gives `piece(step) -> (tokens, tag index)` and `charged()`."""
 
-    def __init__(self, prm: MathShepherdPRM, bs: BranchSet):
+    def __init__(self, prm: RewardModel, bs: BranchSet):
         self.prm, self.bs = prm, bs
         self.pending: dict[int, list[int]] = {}  # branch -> tokens after its last tag, not yet evaluated
 
@@ -195,11 +196,22 @@ class _ShepherdScorer(StepScorer):
             positions.append([len(before) + at])
             self.pending[b] = piece[at + 1 :]
         with self.prm.charged():
-            lps = self.bs.feed(branches, texts, positions, [self.prm.good_id, self.prm.bad_id])
-        return [two_way(lp[0][0], lp[0][1]) for lp in lps]
+            return self.read(branches, texts, positions)
+
+    @abstractmethod
+    def read(self, branches: Sequence[int], texts: list[list[int]], positions: list[list[int]]) -> list[float]:
+        """Feed each branch its text and return the score at its one tag position."""
 
     def close(self) -> None:
         self.bs.close()
+
+
+class _ShepherdScorer(TagScorer):
+    """Math-Shepherd: P(good) / (P(good) + P(bad)) of the token after each tag."""
+
+    def read(self, branches, texts, positions) -> list[float]:
+        lps = self.bs.feed(branches, texts, positions, [self.prm.good_id, self.prm.bad_id])
+        return [two_way(lp[0][0], lp[0][1]) for lp in lps]
 
 
 class TextScorer(StepScorer):
