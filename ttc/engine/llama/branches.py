@@ -190,25 +190,30 @@ class LlamaBranches(BranchSet):
         with self.engine.timed():
             return self._feed(branches, texts, positions, token_ids)
 
+    def _append(self, b: int, text, pos: Sequence[int]) -> tuple[Branch, list[int]]:
+        """Append `text` (a string, or token ids) to branch b, uncached; return the branch and the absolute
+        token indices of `pos` (indices into the appended tokens, negative from its end)."""
+        br = self.live[b]
+        new = list(text) if not isinstance(text, str) else self.engine.tokenize(text, add_bos=False, special=False)
+        start = len(br.tokens)
+        br.tokens.extend(new)
+        if new:
+            br.last_sampled = False
+            br.kin = None
+        absolute = []
+        for p in pos:
+            q = p + len(new) if p < 0 else p
+            if not 0 <= q < len(new):
+                raise ValueError(f"position {p} is outside a text of {len(new)} tokens")
+            absolute.append(start + q)
+        return br, absolute
+
     def _feed(self, branches, texts, positions, token_ids) -> list[np.ndarray]:
-        eng = self.engine
         tok_ids = np.asarray(list(token_ids), dtype=np.int64)
         results: dict[int, np.ndarray] = {}
         items, where = [], {}
         for b, text, pos in zip(branches, texts, positions):
-            br = self.live[b]
-            new = text if isinstance(text, list) else eng.tokenize(text, add_bos=False, special=False)
-            start = len(br.tokens)
-            br.tokens.extend(new)
-            if new:
-                br.last_sampled = False
-                br.kin = None
-            absolute = []
-            for p in pos:
-                q = p + len(new) if p < 0 else p
-                if not 0 <= q < len(new):
-                    raise ValueError(f"position {p} is outside a text of {len(new)} tokens")
-                absolute.append(start + q)
+            br, absolute = self._append(b, text, pos)
             where[br.seq] = (b, {a: k for k, a in enumerate(absolute)})
             results[b] = np.zeros((len(absolute), len(tok_ids)), dtype=np.float64)
             # Leave the last token pending unless its logits are wanted, so `extend` can follow cheaply.

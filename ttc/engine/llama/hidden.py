@@ -53,19 +53,7 @@ class HiddenBranches(LlamaBranches):
         results: dict[int, np.ndarray] = {}
         items, where = [], {}
         for b, text, pos in zip(branches, texts, positions):
-            br = self.live[b]
-            new = list(text) if not isinstance(text, str) else eng.tokenize(text, add_bos=False, special=False)
-            start = len(br.tokens)
-            br.tokens.extend(new)
-            if new:
-                br.last_sampled = False
-                br.kin = None
-            absolute = []
-            for p in pos:
-                q = p + len(new) if p < 0 else p
-                if not 0 <= q < len(new):
-                    raise ValueError(f"position {p} is outside a text of {len(new)} tokens")
-                absolute.append(start + q)
+            br, absolute = self._append(b, text, pos)
             where[br.seq] = (b, {a: k for k, a in enumerate(absolute)})
             results[b] = np.zeros((len(absolute), n_embd), dtype=np.float32)
             items.append((br, sorted(set(absolute))))
