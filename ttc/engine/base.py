@@ -30,6 +30,20 @@ class SamplingParams:
     include_stop: bool = False  # keep the stop string at the end of the text (step-wise search does)
     seed: int = 0  # continuation i of a call samples with a generator seeded from (seed, i)
     ignore_eos: bool = False  # never end on an end-of-generation token (benchmarks with fixed lengths)
+    stats_top_k: int = 0  # > 0: keep TokenStats on each completion, confidence over this many top tokens (DeepConf: 20)
+
+
+@dataclass
+class TokenStats:
+    """What the logits row of each generated token said, computed from the row the token was drawn from
+    (raw logits: before temperature, top-k/top-p and masks), one float32 entry per generated token (tokens
+    sampled past a stop string included). Costs no extra decode."""
+
+    confidence: np.ndarray  # DeepConf's token confidence: -(1/k) * sum of the top-k log-probabilities
+    logprob: np.ndarray  # log P(the sampled token)
+    certainty: np.ndarray  # self-certainty: KL(uniform || p) over the full vocabulary; NaN where only top-k is seen
+    top_k: int = 20  # the k of `confidence`
+    approximate: bool = False  # computed from a server's top-k log-probabilities, not the full logits row
 
 
 @dataclass
@@ -41,6 +55,22 @@ class Completion:
     finish_reason: str  # "stop" (a stop string), "eos" (end of generation token) or "length" (max_tokens)
     stop: str | None = None  # the stop string that ended it
     n_generated: int = 0  # tokens sampled for it, including any past a stop string
+    stats: TokenStats | None = None  # per-token statistics, when SamplingParams.stats_top_k > 0
+
+
+class Watch:
+    """Sees the continuations of one `Engine.sample` call while they are generated and may stop any of them.
+    The engine knows nothing of why: it only asks "continue or stop this sequence" after each token.
+    Only called when `SamplingParams.stats_top_k > 0`."""
+
+    def step(self, index: int, stats: TokenStats) -> bool:
+        """After each token sampled for continuation `index` (0..n-1 within the call), with its statistics so
+        far (arrays of the tokens generated until now; views valid during the call only). False stops it
+        there: its completion ends with finish_reason "killed" and keeps the tokens it generated."""
+        return True
+
+    def finished(self, index: int, completion: Completion) -> None:  # noqa: B027 - optional hook
+        """Continuation `index` ended (for any reason, "killed" included); called as soon as it does."""
 
 
 @dataclass
@@ -137,8 +167,9 @@ class Engine(ABC):
     def detokenize(self, tokens: Sequence[int]) -> str: ...
 
     @abstractmethod
-    def sample(self, prompt: str, n: int, params: SamplingParams) -> list[Completion]:
-        """n continuations of one prompt; the prompt is evaluated once and shared."""
+    def sample(self, prompt: str, n: int, params: SamplingParams, watch: Watch | None = None) -> list[Completion]:
+        """n continuations of one prompt; the prompt is evaluated once and shared. `watch` (with
+        `params.stats_top_k > 0`) sees each continuation token by token and may stop it."""
 
     @abstractmethod
     def branches(
