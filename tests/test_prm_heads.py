@@ -9,6 +9,7 @@ input builders (Skywork's per-step encoding, Qwen's chat template) produce.
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -129,6 +130,34 @@ def test_scores_equal_transformers(kind, qtype, checkpoints, imported):
     assert worst <= BOUNDS[qtype]
 
 
+@pytest.mark.parametrize("qtype", ["f32", "f16"])
+@pytest.mark.parametrize("kind", ["value", "classifier"])
+def test_the_fixed_prefix_is_read_once_per_engine_and_changes_no_score(kind, qtype, imported):
+    """The template's text before the problem (the classifier's system prompt) stays cached from one
+    problem to the next: later problems read fewer PRM tokens, and every score equals a fresh engine's."""
+    section = imported[kind, qtype]
+    order = [0, 1, 0, 1]
+    warm = head_prm(section)
+    try:
+        kept = len(warm.engine.tokenize(warm.fixed_prefix())) if warm.fixed_prefix() else 0
+        got, cost = [], []
+        for i in order:
+            before = warm.engine.usage.prompt_tokens
+            got.append(warm.score(PROBLEMS[i], SOLUTIONS[i]))
+            cost.append(warm.engine.usage.prompt_tokens - before)
+    finally:
+        warm.engine.close()
+    for n, (i, g, c) in enumerate(zip(order, got, cost)):
+        fresh = head_prm(section)
+        try:
+            assert g == fresh.score(PROBLEMS[i], SOLUTIONS[i])  # the same floats, not merely close
+            first = fresh.engine.usage.prompt_tokens
+        finally:
+            fresh.engine.close()
+        assert c == (first if n == 0 else first - kept)
+    assert kind == "value" or kept > 20  # the classifier's system prompt is the bulk of its prefix
+
+
 def test_scores_are_not_flat(checkpoints, imported):
     """The random heads spread their scores, so the agreement above is not that of two constants."""
     for kind in ("value", "classifier"):
@@ -142,32 +171,38 @@ def test_scores_are_not_flat(checkpoints, imported):
 
 @pytest.mark.parametrize("kind", ["value", "classifier"])
 def test_beam_search_scores_incrementally_as_afresh(kind, imported):
-    """Beam search with the built-in policy and a head PRM: each final beam's step scores (read on its PRM
-    branch, only new tokens evaluated) equal a fresh scoring of its steps; PRM tokens stay near the policy's."""
+    """Beam search with the built-in policy and a head PRM on 8 held-out problems: each final beam's step
+    scores (read on its PRM branch, only new tokens evaluated) equal a fresh scoring of its steps; PRM
+    tokens stay near the policy's (the template's fixed part is read for the first problem only)."""
     preset = load_preset("tiny-arith")
     section = imported[kind, "f32"]
     prm = head_prm(section, preset.step_delimiter)
     policy = LlamaEngine(str(REPO / "ttc" / "models" / "tiny-arith-policy.gguf"), n_threads=2)
     preset = dataclasses.replace(preset, prm=prm.cfg)
+    lines = (REPO / "ttc" / "data" / "arith500.jsonl").read_text().splitlines()[:8]
+    problems = [json.loads(line)["problem"] for line in lines]
     try:
         for budget in (4, 16):
-            c = SolveContext(
-                problem="37+48-19", preset=preset, policy=policy, budget=budget, seed=2,
-                sampling=SamplingParams(temperature=0.8, max_tokens=192, seed=2), prm=prm, options={"width": 4},
-            )  # fmt: skip
-            r = REGISTRY["beam"].run(c)
-            fresh = prm.score("37+48-19", [x.steps for x in r.candidates])
-            for x, f in zip(r.candidates, fresh):
-                assert len(x.scores) == len(f) > 0
-                assert x.scores == pytest.approx(f, abs=1e-5)
-            ratio = r.spent.prm_tokens / r.spent.tokens_generated
-            prefix = len(prm.engine.tokenize(prm.prefix("37+48-19")))
-            steps = (r.spent.prm_tokens - prefix) / r.spent.tokens_generated
+            runs = []
+            for problem in problems:
+                c = SolveContext(
+                    problem=problem, preset=preset, policy=policy, budget=budget, seed=2,
+                    sampling=SamplingParams(temperature=0.8, max_tokens=192, seed=2), prm=prm, options={"width": 4},
+                )  # fmt: skip
+                runs.append(REGISTRY["beam"].run(c))
+            prm_tokens = sum(r.spent.prm_tokens for r in runs)
+            generated = sum(r.spent.tokens_generated for r in runs)
+            later = sum(r.spent.prm_tokens for r in runs[1:]) / sum(r.spent.tokens_generated for r in runs[1:])
             print(
-                f"\n{kind} beam budget {budget}: PRM tokens per policy token {ratio:.3f} "
-                f"({r.spent.prm_tokens} / {r.spent.tokens_generated}; {steps:.3f} without the {prefix}-token prefix)"
+                f"\n{kind} beam budget {budget}, {len(problems)} problems: PRM tokens per policy token "
+                f"{prm_tokens / generated:.3f} ({prm_tokens} / {generated}); {later:.3f} after the first problem"
             )
-            assert steps <= 1.2
+            assert prm_tokens / generated <= 1.2
+            for problem, r in zip(problems, runs):
+                fresh = prm.score(problem, [x.steps for x in r.candidates])
+                for x, f in zip(r.candidates, fresh):
+                    assert len(x.scores) == len(f) > 0
+                    assert x.scores == pytest.approx(f, abs=1e-5)
     finally:
         prm.engine.close()
         policy.close()

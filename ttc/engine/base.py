@@ -192,13 +192,19 @@ class Engine(ABC):
         position in positions[i] (token indices within the suffix's tokens; negative counts from its end).
         The prefix is evaluated once. Returns arrays of shape [len(positions[i]), len(token_ids)]."""
 
-    def hidden_at(self, prefix: str, suffixes: Sequence[str], positions: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    def hidden_at(
+        self, prefix: str, suffixes: Sequence[str], positions: Sequence[Sequence[int]], keep: str = ""
+    ) -> list[np.ndarray]:
         """Like `logprobs_at`, but the final hidden state (after the output norm) of the token at each
-        position: arrays of shape [len(positions[i]), n_embd]. Backends that cannot return them refuse."""
+        position: arrays of shape [len(positions[i]), n_embd]. `keep`: a leading part of `prefix` that later
+        calls repeat (a PRM's system prompt): it is evaluated in a decode of its own and may stay cached
+        between calls, read once per engine instead of once per call, with the same results either way.
+        Backends that cannot return hidden states refuse."""
         raise UsageError(f"{self.info.name}: this backend does not return per-token hidden states")
 
-    def hidden_branches(self, prompt: str, max_live: int, max_tokens: int) -> BranchSet:
-        """A scoring-only BranchSet whose `feed_hidden` returns hidden states (see `hidden_at`)."""
+    def hidden_branches(self, prompt: str, max_live: int, max_tokens: int, keep: str = "") -> BranchSet:
+        """A scoring-only BranchSet whose `feed_hidden` returns hidden states (see `hidden_at`, also for
+        `keep`)."""
         raise UsageError(f"{self.info.name}: this backend does not return per-token hidden states")
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -110,6 +110,12 @@ class HeadPRM(RewardModel):
     def prefix(self, problem: str) -> str:
         return fill(self.cfg.template, problem=problem)
 
+    def fixed_prefix(self) -> str:
+        """The template's text before the problem (a chat template's system prompt and header: the same for
+        every problem), which the engine keeps cached from one problem to the next."""
+        head, sep, _ = self.cfg.template.partition("{problem}")
+        return head if sep else ""
+
     def piece(self, step: str) -> tuple[list[int], int]:
         """Tokens of one step as the PRM reads it (text, tag, separator) and the tag's index in them. The text
         is tokenized alone, as Skywork's reference does; a tag inside it is removed (no planted tags)."""
@@ -139,14 +145,16 @@ class HeadPRM(RewardModel):
         if todo:
             with self.charged():
                 suffixes, positions = [built[i][0] for i in todo], [built[i][1] for i in todo]
-                hs = self.engine.hidden_at(self.prefix(problem), suffixes, positions)
+                hs = self.engine.hidden_at(self.prefix(problem), suffixes, positions, keep=self.fixed_prefix())
             for i, h in zip(todo, hs):
                 out[i] = [float(s) for s in self.head(h)]
         return out
 
     def scorer(self, problem: str, max_live: int, max_tokens: int) -> StepScorer:
         with self.charged():
-            bs = self.engine.hidden_branches(self.prefix(problem), max_live=max_live, max_tokens=max_tokens * 2 + 64)
+            bs = self.engine.hidden_branches(
+                self.prefix(problem), max_live=max_live, max_tokens=max_tokens * 2 + 64, keep=self.fixed_prefix()
+            )
         return _HeadScorer(self, bs)
 
 

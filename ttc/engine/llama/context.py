@@ -117,6 +117,7 @@ class _Context:
         self.mem = lc.llama_get_memory(self.ctx)
         self.batch = lc.llama_batch_init(self.n_batch, 0, self.n_seq)
         self.n_vocab = engine.n_vocab
+        self.kept: list[int] | None = None  # tokens of a prefix kept between pieces of work (hidden.py)
 
     def close(self) -> None:
         if self.ctx:
@@ -127,6 +128,7 @@ class _Context:
 
     def clear(self) -> None:
         self.engine.lc.llama_memory_clear(self.mem, True)
+        self.kept = None
 
     def decode(
         self,

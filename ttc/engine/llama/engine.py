@@ -290,16 +290,17 @@ class LlamaEngine(Engine):
         for e in extra:
             e.close()
 
-    def hidden_at(self, prefix, suffixes, positions) -> list[np.ndarray]:
+    def hidden_at(self, prefix, suffixes, positions, keep: str = "") -> list[np.ndarray]:
         from .hidden import hidden_at
 
         with self.timed():
-            return hidden_at(self, prefix, suffixes, positions)
+            return hidden_at(self, prefix, suffixes, positions, keep)
 
-    def hidden_branches(self, prompt: str, max_live: int, max_tokens: int):
+    def hidden_branches(self, prompt: str, max_live: int, max_tokens: int, keep: str = ""):
         from .hidden import hidden_branches
 
-        return hidden_branches(self, prompt, max_live, max_tokens)
+        with self.timed():
+            return hidden_branches(self, prompt, max_live, max_tokens, keep)
 
     def close(self) -> None:
         from .hidden import close_spare

@@ -27,11 +27,15 @@ STEP_TOKENS_MIN = 8  # as in engine.py: the fewest tokens a fed step is taken to
 
 
 class HiddenBranches(LlamaBranches):
-    """Scoring-only branches whose fed tokens give hidden states instead of log-probabilities."""
+    """Scoring-only branches whose fed tokens give hidden states instead of log-probabilities. `keep`: the
+    first `keep` prompt tokens are the context's kept prefix (see `_keep_prefix`)."""
 
-    def __init__(self, engine, ctx: _Context, prompt_tokens: list[int], owns_context: bool):
+    def __init__(self, engine, ctx: _Context, prompt_tokens: list[int], owns_context: bool, keep: int = 0):
         super().__init__(engine, ctx, prompt_tokens, owns_context=False, scoring=True)
         self.owns_hidden_context = owns_context
+        if keep:
+            self.free.remove(keeper(ctx))
+            _keep_prefix(engine, ctx, self.live[0], keep)
 
     def feed_hidden(
         self,
@@ -142,16 +146,54 @@ class HiddenBranches(LlamaBranches):
             give_back(self.engine, self.ctx)
 
 
-def _take_spare(engine, n_ctx: int, n_seq: int, flash: bool | None) -> _Context:
-    """The engine's spare hidden-state context when it fits (and is not over 4x too big), else a new one.
-    An f32 GGUF gets an f32 KV cache and no flash attention (ggml's CPU kernel rounds to f16)."""
+# A kept prefix. Work after work on the same problem-independent text (a PRM's system prompt and chat
+# header: tens of tokens, often more than a short solution) re-read it every time. A prefix the caller names
+# (`keep`) is evaluated in a decode of its own and its cells are copied to a reserved sequence, the
+# keeper (the context's last), which nothing else touches; the next piece of work on the same context
+# keeps those cells (all others are cleared) and its root starts from them. The first time and every later
+# time the prefix's cells come from the same decode, so results do not depend on what ran before.
+
+
+def keeper(ctx: _Context) -> int:
+    """The sequence that holds the context's kept prefix."""
+    return ctx.n_seq - 1
+
+
+def _keep_prefix(engine, ctx: _Context, root: Branch, n: int) -> None:
+    """Give the root its first n tokens from the kept prefix, evaluating and keeping them if not kept."""
+    lc, mem, kept = engine.lc, ctx.mem, ctx.kept
+    if kept == root.tokens[:n]:
+        lc.llama_memory_seq_cp(mem, keeper(ctx), root.seq, 0, n)
+        root.n_cached = n
+        return
+    ctx.decode([(root, n, set())], lambda *a: None)
+    lc.llama_memory_seq_rm(mem, keeper(ctx), -1, -1)
+    lc.llama_memory_seq_cp(mem, root.seq, keeper(ctx), 0, n)
+    ctx.kept = list(root.tokens[:n])
+
+
+def _keep_length(prompt_tokens: list[int], keep_tokens: list[int], n_seq: int) -> int:
+    """How many prompt tokens to keep: all of `keep_tokens` when they begin the prompt, leave at least one
+    token after them and a sequence is free for the keeper; else none."""
+    n = len(keep_tokens)
+    fits = 0 < n < len(prompt_tokens) and prompt_tokens[:n] == keep_tokens and n_seq < MAX_SEQ
+    return n if fits else 0
+
+
+def _take_spare(engine, n_ctx: int, n_seq: int, flash: bool | None, keep: list[int] | None = None) -> _Context:
+    """The engine's spare hidden-state context when it fits (and is not over 4x too big), else a new one;
+    cleared, but for its kept prefix when that is `keep`. An f32 GGUF gets an f32 KV cache and no flash
+    attention (ggml's CPU kernel rounds to f16)."""
     if kv_f32(engine):
         flash = False
     spare: _Context | None = getattr(engine, "_hidden_spare", None)
     fits = spare is not None and n_ctx <= spare.n_ctx <= 4 * max(n_ctx, 256) and spare.n_seq >= n_seq
     if fits and spare.flash == flash:
         engine._hidden_spare = None
-        spare.clear()
+        if keep and spare.kept == keep:
+            engine.lc.llama_memory_seq_keep(spare.mem, keeper(spare))  # every other cell goes
+        else:
+            spare.clear()
         return spare
     return _Context(engine, n_ctx, n_seq, flash, embeddings=True, kv_f32=kv_f32(engine))
 
@@ -176,21 +218,27 @@ def close_spare(engine) -> None:
         old.close()
 
 
-def hidden_branches(engine, prompt: str, max_live: int, max_tokens: int) -> HiddenBranches:
-    """A HiddenBranches rooted at `prompt` for at most `max_live` branches of `max_tokens` new tokens."""
+def hidden_branches(engine, prompt: str, max_live: int, max_tokens: int, keep: str = "") -> HiddenBranches:
+    """A HiddenBranches rooted at `prompt` for at most `max_live` branches of `max_tokens` new tokens;
+    `keep`: the prompt's leading text to keep cached for later work (see `_keep_prefix`)."""
     prompt_tokens = engine.tokenize(prompt)
     engine.check_fits(len(prompt_tokens), max_tokens)
     if max_live > MAX_SEQ - 1:
         raise UsageError(f"at most {MAX_SEQ - 1} live branches fit one llama.cpp context, asked for {max_live}")
+    keep_tokens = engine.tokenize(keep) if keep else []
+    n_keep = _keep_length(prompt_tokens, keep_tokens, max_live + 1)
     flash = engine.flash_for((max_live - 1) * STEP_TOKENS_MIN)
-    ctx = _take_spare(engine, len(prompt_tokens) + max_live * (max_tokens + 1) + 1, max_live + 1, flash)
-    return HiddenBranches(engine, ctx, prompt_tokens, owns_context=True)
+    n_ctx = len(prompt_tokens) + max_live * (max_tokens + 1) + 1
+    ctx = _take_spare(engine, n_ctx, max_live + 1 + bool(n_keep), flash, keep_tokens if n_keep else None)
+    return HiddenBranches(engine, ctx, prompt_tokens, owns_context=True, keep=n_keep)
 
 
-def hidden_at(engine, prefix, suffixes, positions) -> list[np.ndarray]:
+def hidden_at(engine, prefix, suffixes, positions, keep: str = "") -> list[np.ndarray]:
     """For each prefix + suffixes[i] (texts or token lists): the hidden states at positions[i] (indices into
-    the suffix's tokens, negative from its end). The prefix is evaluated once for all suffixes."""
+    the suffix's tokens, negative from its end). The prefix is evaluated once for all suffixes; `keep`: its
+    leading text to keep cached for later work (see `_keep_prefix`)."""
     prefix_tokens = list(prefix) if isinstance(prefix, list) else engine.tokenize(prefix)
+    keep_tokens = engine.tokenize(keep) if keep else []
     suffix_tokens = [list(s) if not isinstance(s, str) else engine.tokenize(s, add_bos=False) for s in suffixes]
     engine.check_fits(len(prefix_tokens), max((len(s) for s in suffix_tokens), default=0))
     out: list[np.ndarray] = []
@@ -202,8 +250,12 @@ def hidden_at(engine, prefix, suffixes, positions) -> list[np.ndarray]:
         reread = max((len(p) for p in pos), default=0) > 1
         spare = min(MAX_SEQ - 1 - len(part), sum(len(p) for p in pos)) if reread else 0
         flash = engine.flash_for(min(total, N_BATCH))
-        ctx = _take_spare(engine, len(prefix_tokens) + total + spare + 1, len(part) + 1 + spare, flash)
-        bs = HiddenBranches(engine, ctx, prefix_tokens, owns_context=True)
+        n_seq = len(part) + 1 + spare
+        n_keep = _keep_length(prefix_tokens, keep_tokens, n_seq)
+        ctx = _take_spare(
+            engine, len(prefix_tokens) + total + spare + 1, n_seq + bool(n_keep), flash, keep_tokens if n_keep else None
+        )
+        bs = HiddenBranches(engine, ctx, prefix_tokens, owns_context=True, keep=n_keep)
         try:
             kids = bs.fork(0, len(part))
             out.extend(bs.feed_hidden(kids, part, pos, reread=reread and spare > 0))
