@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import CHATML, make_tiny_gguf, one_line_error, run_ttc
+from conftest import CHATML, make_tiny_gguf, run_ttc
 
 from ttc.engine.base import SamplingParams
 from ttc.engine.llama import LlamaEngine
@@ -58,9 +58,14 @@ def test_every_strategy_runs_on_a_preset_that_names_only_a_model(model_only, nam
     check_record(json.loads(r.stdout), name)
 
 
-def test_auto_without_a_policy_fails_fast_with_one_line(model_only):
-    r = run_ttc("solve", "12+7", "-p", str(model_only), "-s", "auto", "-b", "4", "--threads", "2")
-    one_line_error(r, 2, "auto needs a calibrated policy")
+def test_auto_without_a_policy_runs_the_prior_and_warns_once(model_only):
+    r = run_ttc("solve", "12+7", "-p", str(model_only), "-s", "auto", "-b", "8", "--threads", "2", "--json")
+    err = r.stderr.decode()
+    assert r.returncode == 0, err
+    assert err.count("built-in prior") == 1 and "ttc calibrate" in err, err
+    rec = json.loads(r.stdout)
+    assert rec["details"]["policy"] == "the built-in prior (uncalibrated)"
+    assert 4 <= rec["spent"]["generations"] <= 8
 
 
 def test_every_strategy_runs_on_the_minimal_raw_preset(tmp_path, tiny_gguf):

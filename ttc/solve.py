@@ -77,6 +77,7 @@ class Solver:
         self._policy: Engine | None = None
         self._prm = None
         self._table = None
+        self._prior = None
         self.base_dir = Path(self.preset.source).parent if self.preset.source else None
         if models.preset is None and models.model and not _is_builtin(models.model, self.preset, self.base_dir):
             self._fit_preset_to_model()
@@ -137,6 +138,20 @@ class Solver:
             if self._table.model != name:
                 self.warn(f"policy {self._table.source} was calibrated for {self._table.model}, not {name}")
         return self._table
+
+    def prior_table(self, with_prm: bool):
+        """The built-in prior policy, for `auto` on a preset without a calibrated one (warns once)."""
+        if self._prior is None:
+            from .policy.prior import prior_policy
+
+            self._prior = prior_policy(with_prm)
+            self.warn(
+                f"{self.preset.source or self.preset.name} has no calibrated policy (preset key policy:), so auto "
+                "follows the built-in prior (answer agreement of 4 samples: stop when all agree, else a verifier-"
+                "weighted vote or search); calibrate one with `ttc calibrate DATA.jsonl --out policy.yaml` and "
+                "set policy: policy.yaml in the preset"
+            )
+        return self._prior
 
     def warn(self, message: str) -> None:
         import sys
@@ -203,7 +218,7 @@ class Solver:
         if spec.needs_prm or (spec.uses_prm and self.preset.prm is not None):
             ctx.prm = self.prm
         if spec.name == "auto":
-            ctx.table = self.policy_table
+            ctx.table = self.policy_table or self.prior_table(ctx.prm is not None)
         result = spec.run(ctx)
         return result if name == strategy else dataclasses.replace(result, strategy=strategy)
 
