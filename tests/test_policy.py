@@ -182,22 +182,21 @@ def test_calibration_fills_levels_separately_only_where_that_cross_validates():
     assert {pol.table[lv][4].strategy for lv in (1, 2, 3, 4, 5)} == {"weighted-best-of-n"}
 
 
-def test_the_prior_policy_stops_when_the_wave_agrees_and_searches_when_it_does_not():
+def test_the_prior_policy_votes_where_the_wave_agrees_and_searches_where_it_does_not():
     from ttc.policy.prior import prior_policy
 
     pol = prior_policy(with_prm=True)
     plan = lambda agreement, budget: pol.plan(pol.level(pol.value(0.0, agreement)), budget)  # noqa: E731
-    choice, _, spend = plan(1.0, 16)
-    assert (choice.strategy, spend) == ("majority", 4)
-    assert plan(0.75, 16)[0].strategy == "weighted-best-of-n" and plan(0.75, 16)[2] == 16
+    assert plan(1.0, 16)[0].strategy == plan(0.75, 16)[0].strategy == "weighted-best-of-n"
+    assert plan(1.0, 16)[2] == plan(0.75, 16)[2] == 16
     assert plan(0.5, 16)[0].strategy == plan(0.25, 64)[0].strategy == "particle-filter"
     assert plan(0.25, 2)[0].strategy == "majority" and plan(0.25, 2)[2] == 2
     assert all(c.strategy in REGISTRY for row in pol.table.values() for c in row.values())
 
 
-def test_auto_with_the_prior_on_the_builtin_pair_spends_four_on_agreement(tmp_path):
+def test_auto_with_the_prior_on_the_builtin_pair_follows_the_wave_agreement(tmp_path):
     """The built-in preset with its `policy:` removed: auto runs the prior, within budget on every problem,
-    and stops after the estimation wave exactly where the wave agreed."""
+    a weighted vote where 3 or 4 of the estimation samples agreed and particle filtering elsewhere."""
     from ttc.solve import ModelOptions, Solver
 
     text = (REPO / "presets" / "tiny-arith.yaml").read_text()
@@ -211,11 +210,9 @@ def test_auto_with_the_prior_on_the_builtin_pair_spends_four_on_agreement(tmp_pa
             r = solver.solve(json.loads(line)["problem"], "auto", 8, seed=0)
             d = r.details
             assert d["policy"] == "the built-in prior (uncalibrated)" and r.spent.generations <= 8
-            if d["agreement"] == 1.0:
-                assert r.spent.generations == 4 and d["chosen"]["strategy"] == "majority"
-            else:
-                assert r.spent.generations > 4
-            seen.add(d["agreement"] == 1.0)
-        assert seen == {True, False}  # both kinds of problem occurred
+            want = "weighted-best-of-n" if d["agreement"] >= 0.75 else "particle-filter"
+            assert d["chosen"]["strategy"] == want
+            seen.add(want)
+        assert len(seen) == 2  # both kinds of problem occurred
     finally:
         solver.close()
