@@ -26,15 +26,17 @@ from typing import Any
 from .. import __version__
 from ..answers import extract_gold, is_equivalent, warm_up
 from ..engine.models import resolve_model
-from ..errors import TTCRuntimeError, UsageError
+from ..errors import UsageError
 from ..presets import preset_to_dict
 from ..record import Result, Spent
 from ..solve import ModelOptions, SamplingOverrides, Solver, check_budget
 from ..strategies import get_strategy
 from .datasets import Dataset, Problem, read_dataset
+from .paired import Cell, check_cells
 from .progress import Tally, make_reporter
+from .report import publish
 from .store import Store, bench_record, config_hash, open_store, result_of
-from .summary import print_tables, summarize, write_summaries
+from .summary import summarize, write_summaries
 
 MAX_WARNINGS = 10  # skipped dataset lines shown on stderr; all are counted in summary.json
 _INTEGER = re.compile(r"\s*[+-]?\d{1,15}\s*\Z")
@@ -57,6 +59,7 @@ class BenchOptions:
     id_key: str | None = None
     concurrency: int = 1  # problems at once (engines with thread_safe only)
     plot: bool = False
+    paired: list[tuple[Cell, Cell]] = field(default_factory=list)  # --paired: cells compared on the same problems
     quiet: bool = False
     models: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
@@ -109,6 +112,7 @@ def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
     if opts.concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {opts.concurrency}")
     budgets = sorted(set(opts.budgets))
+    check_cells(opts.paired, [(s, b) for s in opts.strategies for b in budgets], "this run (--strategies x --budgets)")
 
     dataset = read_dataset(opts.data, opts.problem_key, opts.answer_key, opts.id_key, strict=opts.strict)
     for msg in dataset.skipped[:MAX_WARNINGS]:
@@ -149,11 +153,7 @@ def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
         "overhead": stats,
     }  # fmt: skip
     out = Path(opts.out)
-    write_summaries(out, summary)
-    if not opts.quiet and console is not None:
-        print_tables(console, summary)
-    if opts.plot:
-        _plot(out, summary, dataset, say)
+    publish(out, summary, store.rows, opts.paired, opts.plot, dataset.path.name, None if opts.quiet else console, say)
     ratio = stats["ratio"]
     say(
         f"bench: {summary['records']} records ({stats['records_run']} run, {stats['records_derived']} derived, "
@@ -367,16 +367,3 @@ def _loop(opts, solver, store: Store, problems, budgets, config, console, say) -
         "records_skipped": skipped,
         "concurrency": k,
     }
-
-
-def _plot(out: Path, summary: dict, dataset: Dataset, say) -> None:
-    from .plot import INSTALL_HINT, plot_accuracy, plot_available
-
-    if not plot_available():
-        say(f"ttc: {INSTALL_HINT}", markup=False, highlight=False, soft_wrap=True)
-        return
-    try:
-        path = plot_accuracy(out, summary, title=dataset.path.name)
-    except OSError as e:
-        raise TTCRuntimeError(f"{out}: cannot write the plot ({e.strerror or e})") from None
-    say(f"ttc: wrote {path}", markup=False, highlight=False, soft_wrap=True)

@@ -227,6 +227,27 @@ def open_store(out: str | Path, config: dict, resume: bool, force: bool) -> Stor
         raise
 
 
+def read_run(d: Path) -> Store:
+    """A run's folder, read only (`ttc bench DIR`): its config and the summary rows of samples.jsonl, with the
+    folder locked until the store is closed, so that no bench appends while its summaries are rewritten."""
+    try:
+        config = json.loads((d / CONFIG).read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"{d}: {CONFIG} is missing or unreadable, so this is not a bench run folder") from None
+    try:
+        lock = _lock_dir(d)
+    except OSError:  # a read-only folder: nothing can write there, so nothing to keep out
+        lock = None
+    store = Store(d, config if isinstance(config, dict) else {})
+    store._dir_lock = lock
+    try:
+        _load(store)
+    except OSError as e:
+        store.close()
+        raise UsageError(f"{store.samples_path}: cannot read ({e.strerror or e})") from None
+    return store
+
+
 def _lock_dir(d: Path):
     """Hold an exclusive lock on DIR for this run: two benches appending to one samples.jsonl would repeat
     records. Released when the store closes or the process dies (kill -9 included)."""

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
 from .app import app, err
 from .options import (
     BackendOpt,
@@ -74,10 +75,20 @@ def speed(
 @app.command(
     epilog="Examples:\n\n  ttc bench ttc/data/arith500.jsonl --strategies majority --budgets 1,2,4,8,16 --limit 50\n\n"
     "  ttc bench math500.jsonl --limit 20 --out runs/math --plot\n\n"
-    "  ttc bench math500.jsonl --limit 20 --out runs/math --resume"
+    "  ttc bench math500.jsonl --limit 20 --out runs/math --resume\n\n"
+    "  ttc bench runs/a --paired auto@16,weighted-best-of-n@64 --plot    # a finished run: nothing is rerun\n\n"
+    "Accuracies carry 95% Wilson score intervals. --paired compares two cells on the problems both answered: "
+    "the difference with Newcombe's 95% interval for paired proportions (method 10), the discordant counts b "
+    "(only the first right) and c (only the second right), and the exact McNemar p-value."
 )
 def bench(
-    data: Annotated[str, typer.Argument(help="JSONL dataset: MATH-500, GSM8K, arith, or any with --*-key.")],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="JSONL dataset: MATH-500, GSM8K, arith, or any with --*-key; or a run folder (DIR with "
+            "samples.jsonl) to summarize again without running anything."
+        ),
+    ],
     strategies: Annotated[str, typer.Option("--strategies", "-s", help="Comma-separated strategies.")] = "majority",
     budgets: Annotated[str, typer.Option("--budgets", "-b", help="Comma-separated budgets.")] = "1,4,16,64",
     out: Annotated[
@@ -95,7 +106,19 @@ def bench(
     concurrency: Annotated[
         int, typer.Option("--concurrency", help="Problems at once, for backends that serve several requests.")
     ] = 1,
-    plot: Annotated[bool, typer.Option("--plot", help="Write DIR/accuracy_vs_budget.png (matplotlib).")] = False,
+    plot: Annotated[
+        bool,
+        typer.Option("--plot", help="Write DIR/accuracy_vs_budget.png: by budget, by tokens generated, by difficulty."),
+    ] = False,
+    paired: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--paired",
+            metavar="A@N,B@M",
+            help="Compare two cells on the same problems (e.g. auto@16,weighted-best-of-n@64): difference, "
+            "95% interval, b, c, McNemar p on stderr and in summary.json. Repeatable.",
+        ),
+    ] = None,
     preset: PresetOpt = None,
     model: ModelOpt = None,
     seed: SeedOpt = 0,
@@ -114,8 +137,24 @@ def bench(
     from pathlib import Path
 
     from ..bench import BenchOptions, parse_budgets, parse_strategies, run_bench
+    from ..bench.paired import parse_pairs
+    from ..bench.report import is_run_folder, report_run
     from ..solve import ModelOptions, SamplingOverrides
 
+    pairs = parse_pairs(paired)
+    if is_run_folder(data):
+        given = {"--out": out is not None, "--resume": resume, "--force": force, "--limit": limit is not None}
+        given |= {"--strategies": strategies != "majority", "--budgets": budgets != "1,4,16,64"}
+        if any(given.values()):
+            flag = next(k for k, v in given.items() if v)
+            raise UsageError(
+                f"{data} is a run folder: it is summarized again and nothing runs, so {flag} does not apply; "
+                "to continue the run, pass its dataset with --out and --resume"
+            )
+        summary = report_run(data, pairs, plot=plot, quiet=quiet, console=err)
+        if json_out:
+            print(json.dumps(summary, ensure_ascii=False))
+        return
     opts = BenchOptions(
         data=data,
         out=out or str(Path("bench-runs") / Path(data).stem),
@@ -131,6 +170,7 @@ def bench(
         id_key=id_key,
         concurrency=concurrency,
         plot=plot,
+        paired=pairs,
         quiet=quiet,
         models=ModelOptions(
             preset, model, n_gpu_layers, threads, verbose, backend=backend, base_url=base_url, served_model=served_model
