@@ -49,14 +49,14 @@ PROMPTS = ["Problem: 12+7\nSolution:\n", "abc", "1+1="]
 BUILTIN = REPO / "ttc" / "models"  # the shipped pair
 
 
-def make_ascii_gguf(path: Path, seed: int = 0) -> Path:
+def make_ascii_gguf(path: Path, seed: int = 0, eos: bool = True) -> Path:
     """A random model whose every output is printable ASCII, newline or EOS (other output rows are zero, so
-    they never win), so text comparisons are byte-exact."""
+    they never win), so text comparisons are byte-exact. eos=False zeroes EOS's row too: greedy never ends."""
     vocab = ByteVocab(user_tokens=("ки",))
     shape = LlamaShape(n_vocab=vocab.size, n_embd=64, n_layer=2, n_head=4, n_head_kv=4, n_ff=128, n_ctx=4096)
     tensors = random_llama_tensors(shape, seed=seed, scale=4.0)
     keep = np.zeros(vocab.size, dtype=bool)
-    keep[[10, *range(32, 127), vocab.eos_id]] = True
+    keep[[10, *range(32, 127), *([vocab.eos_id] if eos else [])]] = True
     tensors["output.weight"] = np.where(keep[:, None], tensors["output.weight"], 0.0).astype(np.float32)
     return write_llama_gguf(path, shape, tensors, GGUFSpec(name=path.stem, vocab=vocab))
 
@@ -70,8 +70,8 @@ def free_port() -> int:
 class Server:
     """`python -m llama_cpp.server` on 127.0.0.1, started and killed by the tests."""
 
-    def __init__(self, model: Path, port: int | None = None, api_key: str | None = None):
-        self.model, self.port, self.api_key = model, port or free_port(), api_key
+    def __init__(self, model: Path, port: int | None = None, api_key: str | None = None, args: tuple = ()):
+        self.model, self.port, self.api_key, self.args = model, port or free_port(), api_key, list(args)
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.proc = None
 
@@ -83,6 +83,7 @@ class Server:
                "--verbose", "False"]  # fmt: skip
         if self.api_key:
             cmd += ["--api_key", self.api_key]
+        cmd += self.args
         self.proc = subprocess.Popen(
             ["nice", "-n", "10", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )

@@ -71,7 +71,9 @@ class PRMConfig:
     bad_token: str = "-"
     aggregation: str = "last"  # last | min | prod | mean
     # value-head / classifier-head (ttc prm import): the head file beside the backbone GGUF, and the
-    # fingerprint that the GGUF and the head both carry (checked when the PRM loads)
+    # fingerprint that the GGUF and the head both carry (checked when the PRM loads). A classifier head served
+    # by vLLM (backend.prm_base_url at `vllm serve Qwen/Qwen2.5-Math-PRM-7B`) needs neither: `model` then names
+    # the served model, and vLLM's /pooling applies the head (ttc.prm.pooled)
     head: str | None = None
     fingerprint: str | None = None
 
@@ -161,18 +163,20 @@ def load_preset(name_or_path: str | None = None) -> Preset:
         raise UsageError(f"{path}: a preset must be a YAML mapping of keys to values")
     data.setdefault("name", path.stem)
     preset = build(Preset, data, str(path), "")
-    check_prm(preset.prm, str(path))
+    check_prm(preset.prm, str(path), preset.backend)
     return dataclasses.replace(preset, source=str(path))
 
 
-def check_prm(prm: PRMConfig | None, path: str) -> None:
-    """The checks on a prm section that no single key's type can make."""
+def check_prm(prm: PRMConfig | None, path: str, backend: BackendConfig | None = None) -> None:
+    """The checks on a prm section that no single key's type can make. A head PRM needs its head file, except
+    when the preset serves it (backend.kind openai, prm_base_url not in-process: vLLM applies the head)."""
     if prm is None:
         return
     if prm.format not in PRM_FORMATS:
         raise UsageError(f"{path}: prm.format '{prm.format}' is not known ({', '.join(PRM_FORMATS)})")
     if prm.format in HEAD_PRM_FORMATS:
-        missing = [k for k in ("model", "head") if getattr(prm, k) is None]
+        served = backend is not None and backend.kind == "openai" and backend.prm_base_url != "in-process"
+        missing = [k for k in ("model", "head") if getattr(prm, k) is None and not (k == "head" and served)]
         if missing:
             raise UsageError(
                 f"{path}: prm.format {prm.format} needs prm.{' and prm.'.join(missing)} (written by ttc prm import)"

@@ -81,7 +81,7 @@ class Solver:
         self.base_dir = Path(self.preset.source).parent if self.preset.source else None
         if models.preset is None and models.model and not _is_builtin(models.model, self.preset, self.base_dir):
             self._fit_preset_to_model()
-        self._check_head_prm_in_process()
+        self._check_head_prm_placement()
 
     def _fit_preset_to_model(self) -> None:
         """`--model X` without `--preset`: the built-in pair's prompt, PRM and policy were made for the
@@ -97,18 +97,20 @@ class Solver:
             "--preset NAME chooses another (ttc presets list)"
         )
 
-    def _check_head_prm_in_process(self) -> None:
-        """A head PRM reads hidden states, which no OpenAI-compatible endpoint ttc speaks returns: refuse
+    def _check_head_prm_placement(self) -> None:
+        """A value-head PRM reads hidden states, which no endpoint ttc speaks returns, and vLLM, whose pooling
+        API serves classifier-head PRMs (ttc.prm.pooled), has no value-head architecture: refuse it on a server
         before any model is loaded or any server is asked."""
         cfg = self.preset.prm
-        if cfg is None or cfg.format not in HEAD_PRM_FORMATS:
+        if cfg is None or cfg.format != "value-head":
             return
         from .engine.openai.setup import remote_spec
 
         if remote_spec(self.models, self.preset, "prm", cfg.model) is not None:
             where = self.preset.source or self.preset.name
             raise UsageError(
-                f"{where}: prm.format {cfg.format} reads hidden states, which /v1/completions does not return; "
+                f"{where}: prm.format value-head reads hidden states, which no server ttc speaks returns (vLLM's "
+                "/pooling serves classifier heads, Qwen2ForProcessRewardModel, not Skywork's Qwen2ForPrmModel); "
                 "run the PRM in-process (backend.prm_base_url: in-process)"
             )
 
@@ -180,11 +182,16 @@ class Solver:
                 self._prm = MathShepherdPRM(self._load(cfg.model, "prm"), cfg, self.preset.step_delimiter, where)
             elif cfg.format == "rlhflow":
                 self._prm = RLHFlowPRM(self._load(cfg.model, "prm"), cfg, self.preset.step_delimiter, where)
-            elif cfg.format in ("value-head", "classifier-head"):
-                from .prm.heads import HeadPRM
-
+            elif cfg.format in HEAD_PRM_FORMATS:
                 engine = self._load(cfg.model, "prm")
-                self._prm = HeadPRM(engine, cfg, self.preset.step_delimiter, self.base_dir, where)
+                if hasattr(engine, "pooled_rows"):  # on a server: vLLM's pooling API (classifier heads)
+                    from .prm.pooled import PooledHeadPRM
+
+                    self._prm = PooledHeadPRM(engine, cfg, self.preset.step_delimiter, where)
+                else:
+                    from .prm.heads import HeadPRM
+
+                    self._prm = HeadPRM(engine, cfg, self.preset.step_delimiter, self.base_dir, where)
             else:
                 raise UsageError(f"{where}: prm.format '{cfg.format}' is not known ({', '.join(PRM_FORMATS)})")
         return self._prm

@@ -1,6 +1,6 @@
 """Process reward models: the interface and the Math-Shepherd format (`reward`), the RLHFlow chat format
-(`rlhflow`), the policy judging its own steps (`selfjudge`), and the aggregation of per-step scores
-(`aggregate`)."""
+(`rlhflow`), the policy judging its own steps (`selfjudge`), reward heads on hidden states (`heads`) or served
+by vLLM's pooling API (`pooled`), and the aggregation of per-step scores (`aggregate`)."""
 
 from .aggregate import AGGREGATIONS, get_aggregation
 from .reward import MathShepherdPRM, RewardModel, StepScorer, two_way

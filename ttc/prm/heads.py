@@ -74,34 +74,16 @@ def load_head(path: str | Path, kind: str, source: str) -> Head:
     return Head(kind, layers, fingerprint)
 
 
-class HeadPRM(RewardModel):
-    """A PRM whose scores come from a head on the backbone's hidden states at each step tag."""
+class TagLayout:
+    """How a head PRM reads a solution: the template filled with the problem, then each step's text tokenized
+    alone, the step tag token and the separator. Shared by the in-process HeadPRM and the served one
+    (ttc.prm.pooled), so both read the same tokens."""
 
-    def __init__(
-        self, engine: Engine, cfg: PRMConfig, delimiter: str, base_dir: Path | None = None, source: str = "the preset"
-    ):
+    def __init__(self, engine: Engine, cfg: PRMConfig, delimiter: str, source: str):
         self.engine, self.cfg, self.delimiter = engine, cfg, delimiter
         self.aggregation = cfg.aggregation
         self.usage = Usage()
         get_aggregation(cfg.aggregation)
-        if cfg.head is None:
-            raise UsageError(f"{source}: prm.format {cfg.format} needs prm.head (the head file of ttc prm import)")
-        head_path = Path(cfg.head).expanduser()
-        if not head_path.is_absolute() and not head_path.exists() and base_dir is not None:
-            head_path = base_dir / head_path
-        self.head = load_head(head_path, cfg.format, source)
-        in_gguf = engine.info.metadata.get(FINGERPRINT_KEY)
-        if in_gguf != self.head.fingerprint or (cfg.fingerprint and cfg.fingerprint != self.head.fingerprint):
-            raise UsageError(
-                f"{source}: the head {head_path} (fingerprint {self.head.fingerprint}) does not belong to "
-                f"{engine.info.name} (fingerprint {in_gguf}"
-                + (f", preset says {cfg.fingerprint}" if cfg.fingerprint else "")
-                + "); import both with one ttc prm import"
-            )
-        meta = engine.info.metadata
-        n_embd = int(meta.get(meta.get("general.architecture", "") + ".embedding_length", 0))
-        if n_embd and n_embd != self.head.n_in:
-            raise UsageError(f"{source}: the head reads {self.head.n_in} features, the backbone has {n_embd}")
         if not cfg.step_tag:
             raise UsageError(f"{source}: prm.step_tag is empty")
         self.tag_id = single_token(engine, cfg.step_tag, "step tag", source)
@@ -137,6 +119,33 @@ class HeadPRM(RewardModel):
         if pos:
             del ids[pos[-1] + 1 :]
         return ids, pos
+
+
+class HeadPRM(TagLayout, RewardModel):
+    """A PRM whose scores come from a head on the backbone's hidden states at each step tag."""
+
+    def __init__(
+        self, engine: Engine, cfg: PRMConfig, delimiter: str, base_dir: Path | None = None, source: str = "the preset"
+    ):
+        if cfg.head is None:
+            raise UsageError(f"{source}: prm.format {cfg.format} needs prm.head (the head file of ttc prm import)")
+        head_path = Path(cfg.head).expanduser()
+        if not head_path.is_absolute() and not head_path.exists() and base_dir is not None:
+            head_path = base_dir / head_path
+        self.head = load_head(head_path, cfg.format, source)
+        in_gguf = engine.info.metadata.get(FINGERPRINT_KEY)
+        if in_gguf != self.head.fingerprint or (cfg.fingerprint and cfg.fingerprint != self.head.fingerprint):
+            raise UsageError(
+                f"{source}: the head {head_path} (fingerprint {self.head.fingerprint}) does not belong to "
+                f"{engine.info.name} (fingerprint {in_gguf}"
+                + (f", preset says {cfg.fingerprint}" if cfg.fingerprint else "")
+                + "); import both with one ttc prm import"
+            )
+        meta = engine.info.metadata
+        n_embd = int(meta.get(meta.get("general.architecture", "") + ".embedding_length", 0))
+        if n_embd and n_embd != self.head.n_in:
+            raise UsageError(f"{source}: the head reads {self.head.n_in} features, the backbone has {n_embd}")
+        TagLayout.__init__(self, engine, cfg, delimiter, source)
 
     def score(self, problem: str, solutions: Sequence[Sequence[str]]) -> list[list[float]]:
         built = [self.tokens(steps) for steps in solutions]

@@ -4,6 +4,8 @@ llama-cpp-python's own server) instead of in-process llama.cpp.
 Everything goes through the completions API (`/v1/completions`) with raw text prompts: ttc renders its own
 prompts, chat templates included, so the server only continues text.
 
+  stats      (stream.py) with SamplingParams.stats_top_k > 0, each continuation is one streamed request whose
+             top-k log-probabilities give approximate TokenStats; a Watch stops one by closing its stream.
   sample     one request with `n` where the server honours it (probed once: ask n=2, count the choices;
              SGLang's documentation advises against n > 1, so it gets separate requests), else one request
              per continuation, run concurrently up to the concurrency limit. Continuation i gets the same
@@ -45,18 +47,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from ...errors import TTCRuntimeError, UsageError
-from ..base import BranchSet, Completion, Engine, ModelInfo, SamplingParams, Usage, derive_seed
+from ..base import BranchSet, Completion, Engine, ModelInfo, SamplingParams, Usage, Watch, derive_seed
 from .branches import OpenAIBranches
 from .http import ServerClient, ServerError, choice_stop, split_count, usage_counts
 from .scoring import PRMScoring
 from .setup import choose_model, model_facts
+from .stream import StreamedSampling
 
 KINDS = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama-server", "me": "llama-cpp-python"}
 LLAMA_CPP = ("llama-server", "llama-cpp-python")
 N_PER_REQUEST = 16  # choices per request when the server honours n
 
 
-class OpenAIEngine(PRMScoring, Engine):
+class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
     """A model behind an OpenAI-compatible server."""
 
     thread_safe = True  # ttc bench may run several problems on it at once
@@ -105,6 +108,7 @@ class OpenAIEngine(PRMScoring, Engine):
         self._bos: tuple[int, ...] = ()
         self._n_ok: bool | None = None
         self._probe_lock = threading.Lock()  # what the server supports is asked once
+        self._stream_lock = threading.Lock()  # llama-cpp-python gets one stream at a time
 
     # -- accounting -------------------------------------------------------------------------------------------
     @property
@@ -254,7 +258,9 @@ class OpenAIEngine(PRMScoring, Engine):
         return body
 
     def _generate(self, prompt: str, params: SamplingParams, n: int, seed: int, acct: Usage) -> list[Completion]:
-        """One request: n continuations of `prompt`."""
+        """One request: n continuations of `prompt` (a streamed one with n=1 when statistics are asked)."""
+        if params.stats_top_k > 0:
+            return [self.stream_one(prompt, params, seed, acct)]
         stops = [s for s in params.stop if s]
         if self.kind == "llama-server" and stops:
             return [self._generate_native(prompt, params, seed, stops, acct)]
@@ -318,10 +324,12 @@ class OpenAIEngine(PRMScoring, Engine):
         done = self._map(one, jobs)
         return [c for cs in done for c in cs]
 
-    def sample(self, prompt: str, n: int, params: SamplingParams) -> list[Completion]:
+    def sample(self, prompt: str, n: int, params: SamplingParams, watch: Watch | None = None) -> list[Completion]:
         if n < 1:
             raise UsageError(f"number of samples must be at least 1, got {n}")
         with self.timed():
+            if params.stats_top_k > 0:  # one streamed request per continuation (stream.py)
+                return self.sample_streamed(prompt, n, params, watch)
             if n > 1 and self._uses_n():
                 acct = self.usage
                 chunks = [(i, min(N_PER_REQUEST, n - i)) for i in range(0, n, N_PER_REQUEST)]

@@ -4,6 +4,8 @@
 that uses it), connect and read timeouts, and retries with exponential backoff and jitter on 429, 5xx and
 connection errors (honouring Retry-After); after the last try it raises one line, "server at URL did not
 answer after N tries: ...". A read timeout is not retried: the server is still working on the request.
+`stream` opens a streamed request (server-sent events) the same way; closing it closes the connection,
+which servers take as the client going away (the Watch of a streamed sample stops one so).
 The API key (TTC_API_KEY, else OPENAI_API_KEY) goes only into the Authorization header: never into a
 message, a log line or a result. URLs in messages lose any user:password and query.
 
@@ -17,12 +19,14 @@ The parsers below turn the several dialects of the completions API into plain va
 
 from __future__ import annotations
 
+import json as _json
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -150,10 +154,7 @@ class ServerClient:
                 with self._slots:
                     response = self._http.request(method, url, json=body)
             except self._httpx.ReadTimeout:  # the server is busy with it: sending it again adds to its load
-                raise TTCRuntimeError(
-                    f"server at {self.where} did not answer {method} {path} within {self.timeout_s:g} s; raise "
-                    "backend.timeout_s, or lower backend.concurrency to the requests the server runs at once"
-                ) from None
+                raise self._timed_out(method, path) from None
             except self._httpx.TransportError as e:
                 last = f"{_transport_reason(e)} ({type(e).__name__})"
             else:
@@ -168,20 +169,93 @@ class ServerClient:
                 time.sleep(delay)
         raise TTCRuntimeError(f"server at {self.where} did not answer after {tries} tries: {last}")
 
+    @contextmanager
+    def stream(self, path: str, body: dict, api: bool = True) -> Iterator[Iterator[dict]]:
+        """POST a streamed request; yields an iterator over its server-sent events (parsed JSON, up to
+        "[DONE]"). Opening it is retried as `request` is; leaving the block closes the connection, which is
+        how a server is told to stop generating. A JSON answer (a server that ignores `stream`) is one event.
+        The request holds one of the concurrency slots until the block is left."""
+        url, what = self.url(path, api), f"POST {'/v1' if api else ''}{path}"
+        tries, last = 1 + self.max_retries, ""
+        for attempt in range(tries):
+            wait = None
+            with self._slots:
+                try:
+                    opened = self._http.stream("POST", url, json=body)
+                    response = opened.__enter__()
+                except self._httpx.ReadTimeout:
+                    raise self._timed_out("POST", path) from None
+                except self._httpx.TransportError as e:
+                    last = f"{_transport_reason(e)} ({type(e).__name__})"
+                else:
+                    try:
+                        if response.status_code in RETRY_STATUS:
+                            response.read()
+                            last, wait = (
+                                f"HTTP {response.status_code}: {error_message(response)}",
+                                _retry_after(response),
+                            )
+                        elif response.status_code >= 400:
+                            response.read()
+                            raise self._refusal(response, what)
+                        else:
+                            yield self._events(response, path)
+                            return
+                    finally:
+                        opened.__exit__(None, None, None)
+            if attempt + 1 < tries:
+                delay = wait if wait is not None else self.backoff_s * (2**attempt) * (0.5 + random.random())
+                delay = min(MAX_WAIT_S, max(0.0, delay))
+                self._say_retry(last, attempt + 1, tries - 1, delay)
+                time.sleep(delay)
+        raise TTCRuntimeError(f"server at {self.where} did not answer after {tries} tries: {last}")
+
+    def _events(self, response, path: str) -> Iterator[dict]:
+        try:
+            if "json" in response.headers.get("content-type", "") and "event-stream" not in response.headers.get(
+                "content-type", ""
+            ):
+                yield _json.loads(response.read())
+                return
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, ": ping" comments, "event:" names
+                payload = line[len("data:") :].strip()
+                if payload == "[DONE]":
+                    return
+                if payload:
+                    yield _json.loads(payload)
+        except self._httpx.ReadTimeout:
+            raise self._timed_out("POST", path) from None
+        except self._httpx.TransportError as e:
+            raise TTCRuntimeError(
+                f"server at {self.where} broke off a streamed answer to POST {path}: {_transport_reason(e)}"
+            ) from None
+        except ValueError:
+            raise TTCRuntimeError(f"server at {self.where} streamed a non-JSON event for POST {path}") from None
+
+    def _timed_out(self, method: str, path: str) -> TTCRuntimeError:
+        return TTCRuntimeError(
+            f"server at {self.where} did not answer {method} {path} within {self.timeout_s:g} s; raise "
+            "backend.timeout_s, or lower backend.concurrency to the requests the server runs at once"
+        )
+
+    def _refusal(self, r, what: str) -> ServerError:
+        if r.status_code in (401, 403):
+            return ServerError(
+                f"server at {self.where} refused the API key (HTTP {r.status_code}); set TTC_API_KEY or "
+                "OPENAI_API_KEY to a key it accepts",
+                r.status_code,
+            )
+        return ServerError(
+            f"server at {self.where} refused {what} (HTTP {r.status_code}): {error_message(r)}", r.status_code
+        )
+
     def json(self, method: str, path: str, body: dict | None = None, api: bool = True, retry: bool = True) -> Any:
         """The JSON body of a successful response; a ServerError (one line) for any other status."""
         r = self.request(method, path, body, api=api, retry=retry)
         if r.status_code >= 400:
-            what = f"{method} {'/v1' if api else ''}{path}"
-            if r.status_code in (401, 403):
-                raise ServerError(
-                    f"server at {self.where} refused the API key (HTTP {r.status_code}); set TTC_API_KEY or "
-                    "OPENAI_API_KEY to a key it accepts",
-                    r.status_code,
-                )
-            raise ServerError(
-                f"server at {self.where} refused {what} (HTTP {r.status_code}): {error_message(r)}", r.status_code
-            )
+            raise self._refusal(r, f"{method} {'/v1' if api else ''}{path}")
         try:
             return r.json()
         except ValueError:

@@ -1,9 +1,19 @@
-"""PRM scoring over HTTP: log P(token) at step positions, read from `/v1/completions` log-probabilities.
+"""PRM scoring over HTTP: log P(token) at step positions, read from `/v1/completions` log-probabilities, and
+a classifier head's per-token class probabilities from vLLM's pooling API.
 
 A request for the text up to the position with `max_tokens=1`, `logprobs` and an equal `logit_bias` on the
 asked tokens (their ratio stays exact, and they become the only candidates, so they are in the top k); a token
 a server still leaves out of its top k is read by a second request biased towards it alone. `PRMScoring` is
 mixed into OpenAIEngine and uses only what it names below of it.
+
+`pooled_rows` posts token ids to vLLM's `POST /pooling` (the shape of vLLM's PoolingRequest / PoolingResponse,
+vllm/entrypoints/openai/protocol.py in v0.9-v0.10, vllm/entrypoints/pooling/pooling/protocol.py later):
+    {"model": NAME, "input": [[ids...], ...], "encoding_format": "float"}
+    -> {"data": [{"index": i, "object": "pooling", "data": [[p_0, p_1, ...], ...]}, ...],
+        "usage": {"prompt_tokens": N, ...}}
+A process reward model (Qwen2ForProcessRewardModel) pools with STEP: one row per input token whose id is the
+step tag (vLLM's default step_tag_id for it is 151651, `<extra_0>`; `--pooler-config '{"step_tag_id": N}'`
+sets another), each row the softmax over the head's classes; with no step_tag_id, one row per token.
 """
 
 from __future__ import annotations
@@ -101,3 +111,46 @@ class PRMScoring:
             for (i, k), row in zip(where, self.scores_at(jobs, token_ids)):
                 out[i][k] = row
             return out
+
+    def pooled_rows(self, inputs: list[list[int]], batch: int = 16) -> list[np.ndarray]:
+        """For each token-id input: the rows vLLM's /pooling returns for it, an array [rows, classes]; batches of
+        `batch` inputs per request, concurrently. A malformed answer is a one-line TTCRuntimeError."""
+        acct = self.usage
+        chunks = [inputs[i : i + batch] for i in range(0, len(inputs), batch)]
+
+        def one(chunk: list[list[int]]) -> list[np.ndarray]:
+            body = {"model": self.served, "input": [list(map(int, x)) for x in chunk], "encoding_format": "float"}
+            data = self.client.json("POST", "/pooling", body, api=False)
+            return self._rows_of(data, chunk, acct)
+
+        with self.timed():
+            return [rows for part in self._map(one, chunks) for rows in part]
+
+    def _rows_of(self, data, chunk: list[list[int]], acct: Usage) -> list[np.ndarray]:
+        where = f"server at {self.client.where} answered POST /pooling"
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != len(chunk):
+            got = "no data list" if not isinstance(items, list) else f"{len(items)} items"
+            raise TTCRuntimeError(
+                f"{where} with {got} for {len(chunk)} inputs (vLLM's PoolingResponse has one per input)"
+            )
+        out: list[np.ndarray | None] = [None] * len(chunk)
+        for j, item in enumerate(items):
+            index = item.get("index", j) if isinstance(item, dict) else None
+            rows = item.get("data") if isinstance(item, dict) else None
+            try:  # no rows (no step tag in the input) is a well-formed answer
+                arr = np.zeros((0, 2)) if rows == [] else np.asarray(rows, dtype=np.float64)
+            except (TypeError, ValueError):
+                arr = np.zeros(0)
+            if not isinstance(index, int) or not 0 <= index < len(chunk) or out[index] is not None:
+                raise TTCRuntimeError(f"{where} with a bad index {index!r} in data[{j}]")
+            if arr.ndim != 2 or arr.shape[1] < 2 or not np.isfinite(arr).all():
+                raise TTCRuntimeError(
+                    f"{where} without per-token class rows in data[{j}].data (a list of [p_0, p_1, ...] is "
+                    "needed): serve a process reward model (Qwen2ForProcessRewardModel) with its STEP pooling"
+                )
+            out[index] = arr
+        usage = data.get("usage") or {}
+        prompt = int(usage.get("prompt_tokens") or sum(len(x) for x in chunk))
+        self._charge(acct, prompt, 0)
+        return out
