@@ -49,6 +49,9 @@ def speed(
             help="Folder with llama.cpp's llama-batched and llama-batched-bench: run them beside ttc at each N.",
         ),
     ] = None,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Also time sampling with token statistics on (side by side, ratio).")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Generation tokens/s of ttc's batched sampler vs a sequential create_completion loop, and their ratio;
@@ -67,6 +70,7 @@ def speed(
         sampling={"temperature": temperature, "top_k": top_k, "top_p": top_p},
         sequential_baseline=sequential,
         reference=reference,
+        stats=stats,
     )
     if json_out:
         print(json.dumps(rows))

@@ -216,3 +216,13 @@ def derive_seed(seed: int, index: int) -> int:
     which backend draws them), so sample i is the same in every run and on every backend that honours seeds."""
     s = (int(seed) * 1_000_003 + int(index) * 7_919 + 12_345) & 0xFFFFFFFF
     return s if s != 0xFFFFFFFF else 0  # 0xFFFFFFFF means "random" to llama.cpp
+
+
+_SEED_STEP = pow(1_000_003, -1, 1 << 32) * 7_919  # derive_seed's index step, carried into the seed
+
+
+def shift_seed(seed: int, first: int) -> int:
+    """The seed whose sample i is sample `first + i` of a run seeded `seed`: derive_seed(shift_seed(s, f), i)
+    == derive_seed(s, f + i). A strategy that draws one run's samples in several calls (a warm-up, then the
+    rest) so draws exactly the samples one call would have drawn."""
+    return (int(seed) + int(first) * _SEED_STEP) & 0xFFFFFFFF

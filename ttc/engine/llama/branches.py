@@ -13,9 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...errors import TTCRuntimeError
-from ..base import BranchSet, Completion, SamplingParams, derive_seed
+from ..base import BranchSet, Completion, SamplingParams, Watch, derive_seed
 from .context import Branch, Host, _Context, _log_softmax_at
 from .rows import RowSampler, applies, generator
+from .tokenstats import Collector, TraceStats
 
 
 class LlamaBranches(BranchSet):
@@ -90,11 +91,17 @@ class LlamaBranches(BranchSet):
         with self.engine.timed():
             return self.run(list(branches), params, first_index=0)
 
-    def run(self, ids: list[int], params: SamplingParams, first_index: int = 0) -> list[Completion]:
+    def run(
+        self, ids: list[int], params: SamplingParams, first_index: int = 0, watch: Watch | None = None
+    ) -> list[Completion]:
         """Sample continuations of branches `ids` until each hits a stop string, EOG or max_tokens. The
-        continuation of ids[j] samples with seed (params.seed, first_index + j)."""
+        continuation of ids[j] samples with seed (params.seed, first_index + j). With `params.stats_top_k`,
+        each keeps TokenStats, and `watch` sees it as continuation first_index + j after every token: a False
+        ends it there ("killed"; its last token stays pending, its tokens stay counted)."""
         eng, lc = self.engine, self.engine.lc
         stops = [s.encode("utf-8") for s in params.stop if s]
+        watch = watch if params.stats_top_k > 0 else None
+        stats = Collector(eng.n_vocab, params.stats_top_k, watch is not None) if params.stats_top_k > 0 else None
         state = {}
         # Large vocabularies sample all rows of a decode at once in numpy (rows.py); small ones use llama.cpp's
         # chain per sequence (cheap there, and the built-in pair's pinned samples come from it).
@@ -106,15 +113,15 @@ class LlamaBranches(BranchSet):
             if br.finished:
                 raise TTCRuntimeError(f"branch {b} has already finished; it cannot be extended")
             seed = derive_seed(params.seed, first_index + j)
-            if sampler is not None:
-                state[b] = _Gen(br, None, len(br.tokens), rng=generator(seed))
-            else:
-                state[b] = _Gen(br, _make_chain(lc, params, seed, eng.eog_tokens(), eng.n_vocab), len(br.tokens))
+            chain = None if sampler is not None else _make_chain(lc, params, seed, eng.eog_tokens(), eng.n_vocab)
+            st = state[b] = _Gen(br, chain, len(br.tokens), first_index + j, generator(seed) if sampler else None)
+            if stats is not None:
+                st.stats = TraceStats(params.max_tokens, stats.k)
         active = list(ids)
         try:
             while active:
                 # Sample inside the callback: a later chunk of the same step would overwrite the logits.
-                drawn = self._draw(state, active, sampler)
+                drawn = self._draw(state, active, sampler, stats)
                 still = []
                 for b in active:
                     st = state[b]
@@ -124,41 +131,51 @@ class LlamaBranches(BranchSet):
                     if eng.is_eog(tok):
                         st.finish("eos")
                         st.br.finished = True
-                        continue
-                    st.br.tokens.append(tok)
-                    st.br.kin = None
-                    st.br.n_sampled_uncached += 1
-                    st.br.last_sampled = True
-                    st.ends.append(len(st.buf) + len(eng.piece(tok)))
-                    st.buf += eng.piece(tok)
-                    hit = _find_stop(st.buf, stops, st.ends[-2] if len(st.ends) > 1 else 0)
-                    if hit is not None:
-                        st.cut_at_stop(hit, params.include_stop, eng)
-                    elif st.n_generated >= params.max_tokens:
-                        st.finish("length")
                     else:
+                        st.br.tokens.append(tok)
+                        st.br.kin = None
+                        st.br.n_sampled_uncached += 1
+                        st.br.last_sampled = True
+                        st.ends.append(len(st.buf) + len(eng.piece(tok)))
+                        st.buf += eng.piece(tok)
+                        hit = _find_stop(st.buf, stops, st.ends[-2] if len(st.ends) > 1 else 0)
+                        if hit is not None:
+                            st.cut_at_stop(hit, params.include_stop, eng)
+                        elif st.n_generated >= params.max_tokens:
+                            st.finish("length")
+                    # the watch sees every token; a natural end on this token stands (a kill saves nothing)
+                    if watch is not None and not watch.step(st.index, st.stats.view()) and st.reason is None:
+                        st.finish("killed")
+                    if st.reason is None:
                         still.append(b)
+                    elif watch is not None:
+                        st.done = st.completion(eng)
+                        watch.finished(st.index, st.done)
                 active = still
+            if stats is not None:
+                stats.flush()
         finally:
             for st in state.values():
                 if st.chain is not None:
                     lc.llama_sampler_free(st.chain)
-        return [state[b].completion(eng) for b in ids]
+        return [state[b].done or state[b].completion(eng) for b in ids]
 
-    def _draw(self, state: dict[int, _Gen], active: list[int], sampler: RowSampler | None) -> dict[int, int]:
+    def _draw(
+        self, state: dict[int, _Gen], active: list[int], sampler: RowSampler | None, stats: Collector | None
+    ) -> dict[int, int]:
         """Decode the uncached tokens of the active branches and sample one token for each: with its llama.cpp
-        chain row by row, or with `sampler` over all rows of each decode at once."""
+        chain row by row, or with `sampler` over all rows of each decode at once. With `stats`, add each
+        token's statistics to its continuation, computed over all rows of each decode at once."""
         lc, ctx = self.engine.lc, self.ctx
         by_seq = {state[b].br.seq: b for b in active}
         drawn: dict[int, int] = {}
-        pending: list[tuple[int, int]] = []  # (branch, batch row) of the decode just made, for `sampler`
+        pending: list[tuple[int, int]] = []  # (branch, batch row) of the decode just made
 
         def take(br: Branch, i: int, row: int) -> None:
             b = by_seq[br.seq]
             if sampler is None:
                 drawn[b] = lc.llama_sampler_sample(state[b].chain, ctx.ctx, row)
-            else:
-                pending.append((b, row))
+            pending.append((b, row))
 
         def take_all() -> None:
             if not pending:
@@ -166,14 +183,19 @@ class LlamaBranches(BranchSet):
             rows = sorted({r for _, r in pending})  # kin branches share a row; each draws with its own generator
             at = {r: k for k, r in enumerate(rows)}
             logits = ctx.logits_rows(rows)
-            if sampler.temperature <= 0:
+            reuse = None
+            if sampler is not None and sampler.temperature <= 0:
                 best = sampler.greedy(logits)
                 for b, r in pending:
                     drawn[b] = int(best[at[r]])
-            else:
+            elif sampler is not None:
                 blocks, cum = sampler.weights(logits)
                 for b, r in pending:
                     drawn[b] = sampler.draw(blocks, cum, at[r], state[b].rng.random())
+                if sampler.temperature == 1.0 and not len(sampler.masked):
+                    reuse = blocks  # exp(row - max) already: statistics need no exponential of their own
+            if stats is not None:
+                stats.add(logits, [(state[b].stats, at[r], drawn[b]) for b, r in pending], reuse)
             pending.clear()
 
         for b in active:  # a fully cached branch (after `feed`) re-evaluates its last token for logits
@@ -183,7 +205,8 @@ class LlamaBranches(BranchSet):
                 self.engine.lc.llama_memory_seq_rm(ctx.mem, br.seq, br.n_cached - 1, -1)
                 br.n_cached -= 1
                 br.last_sampled = False
-        ctx.decode([(state[b].br, len(state[b].br.tokens), None) for b in active], take, take_all if sampler else None)
+        after = take_all if sampler is not None or stats is not None else pending.clear
+        ctx.decode([(state[b].br, len(state[b].br.tokens), None) for b in active], take, after)
         return drawn
 
     def feed(self, branches, texts, positions, token_ids) -> list[np.ndarray]:
@@ -260,9 +283,12 @@ def _find_stop(buf: bytes, stops: list[bytes], from_byte: int) -> tuple[int, byt
 class _Gen:
     """The state of one continuation in `LlamaBranches.run`."""
 
-    def __init__(self, br: Branch, chain, start: int, rng: np.random.Generator | None = None):
+    def __init__(self, br: Branch, chain, start: int, index: int, rng: np.random.Generator | None = None):
         self.br, self.chain, self.start = br, chain, start  # chain: llama.cpp's sampler, or None with `rng`
+        self.index = index  # the continuation's index within the sample call (what a Watch is told)
         self.rng = rng  # the generator RowSampler draws this continuation's uniforms from
+        self.stats: TraceStats | None = None  # its token statistics, when asked for
+        self.done: Completion | None = None  # its completion, made as soon as it ended
         self.prev_last_sampled = br.last_sampled
         self.buf = b""
         self.ends: list[int] = []  # byte offset in buf where each new token ends
@@ -303,4 +329,5 @@ class _Gen:
             finish_reason=self.reason or "length",
             stop=self.stop,
             n_generated=self.n_generated,
+            stats=None if self.stats is None else self.stats.final(),
         )

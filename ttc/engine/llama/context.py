@@ -118,6 +118,7 @@ class _Context:
         self.batch = lc.llama_batch_init(self.n_batch, 0, self.n_seq)
         self.n_vocab = engine.n_vocab
         self.kept: list[int] | None = None  # tokens of a prefix kept between pieces of work (hidden.py)
+        self._row_types: dict[int, type] = {}  # ctypes array types of n logits rows, made once each
 
     def close(self) -> None:
         if self.ctx:
@@ -209,12 +210,19 @@ class _Context:
         """The logits of batch rows `rows` of the last decode as one (len(rows), n_vocab) float32 array: a
         view of llama.cpp's output buffer when they lie there back to back in this order, else a copy."""
         get = self.engine.lc.llama_get_logits_ith
-        ptrs = [get(self.ctx, r) for r in rows]
-        addr = [ctypes.cast(p, ctypes.c_void_p).value for p in ptrs]
+        addr = [ctypes.cast(get(self.ctx, r), ctypes.c_void_p).value for r in rows]
         stride = self.n_vocab * ctypes.sizeof(ctypes.c_float)
         if all(b - a == stride for a, b in zip(addr, addr[1:])):
-            return np.ctypeslib.as_array(ptrs[0], shape=(len(rows), self.n_vocab))
-        return np.stack([np.ctypeslib.as_array(p, shape=(self.n_vocab,)) for p in ptrs])
+            return self._floats(addr[0], len(rows)).reshape(len(rows), self.n_vocab)
+        return np.stack([self._floats(a, 1) for a in addr])
+
+    def _floats(self, address: int, n_rows: int) -> np.ndarray:
+        """n_rows logits rows at `address` as a float32 view (np.ctypeslib.as_array costs ~10 us a call, which
+        a small model's decode step notices)."""
+        kind = self._row_types.get(n_rows)
+        if kind is None:
+            kind = self._row_types[n_rows] = ctypes.c_float * (n_rows * self.n_vocab)
+        return np.frombuffer(kind.from_address(address), dtype=np.float32)
 
 
 def _log_softmax_at(logits: np.ndarray, token_ids: np.ndarray) -> np.ndarray:

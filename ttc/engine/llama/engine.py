@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ...errors import TTCRuntimeError, UsageError
-from ..base import Completion, Engine, ModelInfo, SamplingParams, Usage
+from ..base import Completion, Engine, ModelInfo, SamplingParams, Usage, Watch
 from ..models import check_gguf, physical_cores
 from . import llama_log
 from .branches import LlamaBranches
@@ -321,11 +321,11 @@ class LlamaEngine(Engine):
             pass
 
     # -- the Engine interface -----------------------------------------------------------------------------
-    def sample(self, prompt: str, n: int, params: SamplingParams) -> list[Completion]:
+    def sample(self, prompt: str, n: int, params: SamplingParams, watch: Watch | None = None) -> list[Completion]:
         with self.timed():
-            return self._sample(prompt, n, params)
+            return self._sample(prompt, n, params, watch)
 
-    def _sample(self, prompt: str, n: int, params: SamplingParams) -> list[Completion]:
+    def _sample(self, prompt: str, n: int, params: SamplingParams, watch: Watch | None = None) -> list[Completion]:
         if n < 1:
             raise UsageError(f"number of samples must be at least 1, got {n}")
         prompt_tokens = self.tokenize(prompt)
@@ -344,7 +344,7 @@ class LlamaEngine(Engine):
             bs = LlamaBranches(self, ctx, prompt_tokens, owns_context=False)
             kids = bs.fork(0, k)
             bs.drop([0])
-            out.extend(bs.run(kids, params, first_index=first))
+            out.extend(bs.run(kids, params, first_index=first, watch=watch))
         return out
 
     def branches(

@@ -9,12 +9,20 @@ generated tokens over wall time, prompt evaluation included. Sampling: temperatu
 (llama-batched's settings by default: 0.8, off, off). `--reference DIR` runs llama.cpp's `llama-batched` and
 `llama-batched-bench` (decode only) from DIR right after ttc at each N, with the same settings (reference.py).
 
+`--stats` also times the batched call with token statistics on (SamplingParams.stats_top_k = 20, what the
+confidence strategies sample with), alternating STATS_PAIRS times with it off, and prints the ratio of the
+medians: the overhead of statistics, measured side by side in one run; and the same ratio of tokens per
+second of this process's CPU time (on a machine shared with other work, wall time swings with their load;
+CPU time counts what the sampler itself did, and with --threads 1 no thread spins waiting for another).
+
 `--random` writes a random-weight model shaped like llama.cpp's batched-bench reference (n_embd 768,
 8 layers, f16, about 76 M parameters) to a temporary folder and measures on it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +35,7 @@ from ..base import SamplingParams
 from ..models import physical_cores, resolve_model
 
 # A shared prompt of about 64 tokens on a byte-level vocabulary.
+STATS_PAIRS = 5  # alternating off / on timings per N for --stats
 PROMPT = "Problem: 37+48-19+5-61+22\nSolution:\n37+48=85\n85-19=66\n66+5=71\n71-61=10\n10+22=32\n"
 
 
@@ -63,6 +72,7 @@ def run_speed(
     sampling: dict | None = None,
     sequential_baseline: bool = True,
     reference: str | None = None,
+    stats: bool = False,
 ) -> list[dict]:
     """One row per N: ttc's batched tokens/s, and the sequential loop's and llama.cpp's references' beside it.
     `sampling`: temperature, top_k, top_p (default 0.8, 0, 1.0)."""
@@ -98,14 +108,15 @@ def run_speed(
         max_tokens=tokens, ignore_eos=True, seed=0,
     )  # fmt: skip
 
-    def batched(n: int) -> float:
+    def batched(n: int, with_stats: bool = False, cpu: bool = False) -> float:
+        """Generated tokens per second of wall time (`cpu`: per second of this process's CPU time)."""
         before = engine.usage.snapshot()
-        t0 = time.perf_counter()
-        out = engine.sample(PROMPT, n, params)
-        wall = time.perf_counter() - t0
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = engine.sample(PROMPT, n, dataclasses.replace(params, stats_top_k=20 if with_stats else 0))
+        wall, used = time.perf_counter() - t0, time.process_time() - c0
         spent = engine.usage - before
         assert spent.generated_tokens == sum(c.n_generated for c in out)
-        return spent.generated_tokens / wall
+        return spent.generated_tokens / (used if cpu else wall)
 
     def sequential(n: int) -> float:
         generated, t0 = 0, time.perf_counter()
@@ -127,7 +138,19 @@ def run_speed(
         sequential(1)
     rows = []
     for n in ns:
-        row: dict = {"n": n, "batched_tokens_per_s": round(batched(n), 2)}
+        if stats:  # alternate off / on, so that both see the same machine load
+            pairs = [(batched(n), batched(n, True)) for _ in range(STATS_PAIRS)]
+            off, on = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+            cpu = [(batched(n, cpu=True), batched(n, True, cpu=True)) for _ in range(STATS_PAIRS)]
+            cpu_off, cpu_on = statistics.median(p[0] for p in cpu), statistics.median(p[1] for p in cpu)
+            row: dict = {"n": n, "batched_tokens_per_s": round(off, 2)}
+            row.update(
+                stats_tokens_per_s=round(on, 2),
+                stats_ratio=round(on / off, 3),
+                stats_cpu_ratio=round(cpu_on / cpu_off, 3),
+            )
+        else:
+            row = {"n": n, "batched_tokens_per_s": round(batched(n), 2)}
         if sequential_baseline:
             s = sequential(min(n, 8))
             row.update(sequential_tokens_per_s=round(s, 2), ratio=round(row["batched_tokens_per_s"] / s, 3))
@@ -143,7 +166,9 @@ def run_speed(
             progress.print(f"  N={n}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "n"))
     if progress:
         columns = {
-            "batched_tokens_per_s": "batched", "sequential_tokens_per_s": "sequential", "ratio": "ratio",
+            "batched_tokens_per_s": "batched", "stats_tokens_per_s": "with stats", "stats_ratio": "stats ratio",
+            "stats_cpu_ratio": "stats CPU ratio",
+            "sequential_tokens_per_s": "sequential", "ratio": "ratio",
             "llama_batched_tokens_per_s": "llama-batched", "batched_bench_decode_tokens_per_s": "batched-bench",
             "ratio_to_llama_batched": "vs llama-batched",
         }  # fmt: skip
@@ -153,7 +178,7 @@ def run_speed(
         for k in shown:
             table.add_column(columns[k], justify="right")
         for r in rows:
-            table.add_row(str(r["n"]), *(f"{r[k]:.2f}x" if k.startswith("ratio") else f"{r[k]:.1f}" for k in shown))
+            table.add_row(str(r["n"]), *(f"{r[k]:.2f}x" if "ratio" in k else f"{r[k]:.1f}" for k in shown))
         progress.print(table)
     engine.close()
     baseline.close()
