@@ -85,5 +85,10 @@ def describe(e: dict) -> str:
         f"{100 * e['accuracy_second']:.1f}%, difference {100 * e['difference']:+.1f} points (95% interval "
         f"{100 * e['difference_low']:+.1f} to {100 * e['difference_high']:+.1f}, Newcombe); "
         f"b={e['only_first_right']} only {e['first']} right, c={e['only_second_right']} only {e['second']} right; "
-        f"exact McNemar p={e['mcnemar_p']:.3g}"
+        f"exact McNemar p{_p_value(e['mcnemar_p'])}"
     )
+
+
+def _p_value(p: float) -> str:
+    """'=0.152', or '<0.001' where the value is smaller (it is stored rounded)."""
+    return "<0.001" if p < 0.001 else f"={p:.3g}"
