@@ -6,7 +6,8 @@ samples file.
       strategy     registry name (greedy, majority, ...)
       budget       generation-equivalents allowed (the paper's N)
       problem      the problem text
-      candidates   every candidate solution considered: answer, text, steps, per-step scores, score, tokens
+      candidates   every candidate solution considered: answer, text, steps, per-step scores, score, tokens,
+                   trace scores (confidence strategies), per-token statistics (only when asked)
       spent        what was really spent (see Spent)
       model / prm  model file names; prm is None without a reward model
       seed         the run's seed
@@ -32,7 +33,12 @@ class Candidate:
     scores: list[float] = field(default_factory=list)  # per-step reward scores (empty without a PRM)
     score: float | None = None  # aggregated score used for selection
     tokens: int = 0  # tokens generated for it
-    finish_reason: str = ""  # stop | eos | length
+    finish_reason: str = ""  # stop | eos | length | killed (stopped mid-generation by a confidence watch)
+    # scores of the trace from its token statistics (strategies.trace.SCORES, and the "window" they used);
+    # empty unless the strategy sampled with statistics (deepconf, self-certainty, weight=confidence)
+    trace_scores: dict[str, float] = field(default_factory=dict)
+    # the per-token confidence / logprob / certainty lists, only when asked for (--opt per_token=1)
+    token_stats: dict[str, list[float]] | None = None
 
 
 @dataclass

@@ -222,7 +222,7 @@ class Solver:
             options=dict(options or {}),
             progress=progress,
         )
-        if spec.needs_prm or (spec.uses_prm and self.preset.prm is not None):
+        if spec.wants_prm(options, configured=self.preset.prm is not None):
             ctx.prm = self.prm
         if spec.name == "auto":
             ctx.table = self.policy_table or self.prior_table(ctx.prm is not None)

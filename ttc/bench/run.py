@@ -31,6 +31,7 @@ from ..presets import preset_to_dict
 from ..record import Result, Spent
 from ..solve import ModelOptions, SamplingOverrides, Solver, check_budget
 from ..strategies import get_strategy
+from ..strategies.base import parse_variant
 from .datasets import Dataset, Problem, read_dataset
 from .paired import Cell, check_cells
 from .progress import Tally, make_reporter
@@ -240,7 +241,8 @@ class _Run:
             missing = [b for b in self.budgets if not self.store.done((p.id, name, b))]
             if not missing:
                 continue
-            if spec.subset is None:
+            subset = spec.subset_for(parse_variant(name)[1])
+            if subset is None:
                 for b in missing:
                     result = self.solve(p, name, [b], emit)
                     if result is not None:
@@ -258,7 +260,7 @@ class _Run:
                 if "error" in base.details:
                     emit(dataclasses.replace(base, budget=b), None)
                 else:
-                    emit(spec.subset(base, b), top)
+                    emit(subset(base, b), top)
 
     def solve(self, p: Problem, strategy: str, budgets: list[int], emit) -> Result | None:
         """The result at the largest of `budgets`, or None when the strategy refused this problem (a prompt

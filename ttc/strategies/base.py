@@ -18,6 +18,7 @@ from ..errors import UsageError
 from ..presets import Preset
 from ..prompts import problem_prompt
 from ..record import Candidate, Result, Spent
+from .trace import token_lists, trace_scores
 
 
 class PolicyTable(Protocol):
@@ -66,6 +67,23 @@ class StrategySpec:
     # For strategies whose candidates are independent samples: the result a smaller budget k would have
     # given, computed from the first k candidates of a run at a larger budget (scaling curves from one run).
     subset: Callable[[Result, int], Result] | None = None
+    # Whether these options make it run without a reward model (best-of-n with weight=confidence)
+    prm_free: Callable[[dict[str, Any]], bool] | None = None
+    # Whether `subset` holds for these options (None: always); deepconf's online mode is not independent draws
+    subset_when: Callable[[dict[str, Any]], bool] | None = None
+
+    def subset_for(self, options: dict[str, Any]) -> Callable[[Result, int], Result] | None:
+        """`subset`, where a run with these options has independent candidates; else None."""
+        if self.subset is None or (self.subset_when is not None and not self.subset_when(options)):
+            return None
+        return self.subset
+
+    def wants_prm(self, options: dict[str, Any], configured: bool) -> bool:
+        """Whether a run with these options gets a reward model (self-judge stands in where none is
+        `configured` and the strategy needs one)."""
+        if self.prm_free is not None and self.prm_free(options):
+            return False
+        return self.needs_prm or (self.uses_prm and configured)
 
 
 REGISTRY: dict[str, StrategySpec] = {}
@@ -77,9 +95,13 @@ def strategy(
     needs_prm: bool = False,
     uses_prm: bool = False,
     subset: Callable[[Result, int], Result] | None = None,
+    prm_free: Callable[[dict[str, Any]], bool] | None = None,
+    subset_when: Callable[[dict[str, Any]], bool] | None = None,
 ):
     def register(fn: Callable[[SolveContext], Result]) -> Callable[[SolveContext], Result]:
-        REGISTRY[name] = StrategySpec(name, fn, summary, needs_prm, uses_prm or needs_prm, subset)
+        REGISTRY[name] = StrategySpec(
+            name, fn, summary, needs_prm, uses_prm or needs_prm, subset, prm_free, subset_when
+        )
         return fn
 
     return register
@@ -179,14 +201,21 @@ def split_steps(text: str, delimiter: str) -> list[str]:
     return [s for s in steps if s.strip()]
 
 
-def candidate(ctx: SolveContext, c: Completion) -> Candidate:
-    return Candidate(
+def candidate(ctx: SolveContext, c: Completion, window: int | None = None) -> Candidate:
+    """The record of one completion; with token statistics, its trace scores (group scores over `window`
+    tokens, default: trace.window_for) and, with the option per_token=1, the per-token values."""
+    cand = Candidate(
         answer=extract_answer(c.text, ctx.preset.answer.format, ctx.preset.answer.last_number_fallback),
         text=c.text,
         steps=split_steps(c.text, ctx.preset.step_delimiter),
         tokens=c.n_generated,
         finish_reason=c.finish_reason,
     )
+    if c.stats is not None:
+        cand.trace_scores = trace_scores(c.stats, window)
+        if str(ctx.options.get("per_token", 0)).lower() in ("1", "true", "yes", "on"):
+            cand.token_stats = token_lists(c.stats)
+    return cand
 
 
 def make_result(
@@ -220,3 +249,35 @@ def make_result(
             "options": dict(ctx.options),
         },
     )
+
+
+def choice_option(ctx: SolveContext, key: str, choices: tuple[str, ...], default: str) -> str:
+    """Option `key` (--opt key=VALUE), one of `choices`."""
+    value = str(ctx.options.get(key, default))
+    if value not in choices:
+        raise UsageError(f"--opt {key} must be one of {', '.join(choices)}, got '{value}'")
+    return value
+
+
+def number_option(
+    ctx: SolveContext, key: str, default: float, low: float, high: float | None = None, *,
+    open_low: bool = False, open_high: bool = False, integer: bool = False,
+) -> float:  # fmt: skip
+    """Option `key`, a number within [low, high] (either end open when asked; no high: unbounded), an integer
+    when `integer`; anything else is a usage error naming the range."""
+    value = ctx.options.get(key, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok:
+        ok = (value > low if open_low else value >= low) and (
+            high is None or (value < high if open_high else value <= high)
+        )
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        if high is None:
+            where = f"{'above' if open_low else 'at least'} {low:g}"
+        else:
+            where = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise UsageError(f"--opt {key} must be {kind} {where}, got '{value}'")
+    return int(value) if integer else float(value)

@@ -1,6 +1,11 @@
 """Strategies that sample whole solutions in parallel, then choose: greedy, majority vote
 (self-consistency), best-of-N and weighted best-of-N with a PRM, and adaptive early stopping.
 
+best-of-n and weighted-best-of-n have a PRM-free form: `--opt weight=confidence` scores each sample by its
+trace confidence (--opt score=lowest-group|bottom-10|tail|mean|self-certainty, see trace.py), computed from
+the logits sampling already read, and loads no reward model. Without that option they use the preset's
+PRM, or the policy judging itself where the preset has none.
+
 All samples of a run come from batched `engine.sample` calls, so the prompt is evaluated once. Sample i's
 seed depends only on i, so the first k candidates of a run at budget N are exactly a run at budget k:
 each of these strategies can derive smaller budgets from one run (`subset`).
@@ -12,8 +17,11 @@ import dataclasses
 import math
 from collections.abc import Callable
 
+from ..engine.base import Completion
+from ..errors import UsageError
 from ..record import Candidate, Result
-from .base import Meter, SolveContext, candidate, make_result, scale_spent, strategy
+from .base import Meter, SolveContext, candidate, choice_option, make_result, number_option, scale_spent, strategy
+from .trace import CONFIDENCE_TOP_K, DEFAULT_SCORE, SCORES
 from .voting import majority_vote, weighted_vote
 
 Selector = Callable[[list[Candidate]], tuple[str | None, dict]]
@@ -48,9 +56,46 @@ def score_candidates(ctx: SolveContext, cands: list[Candidate]) -> None:
         c.score = round(ctx.prm.aggregate(s), 6)
 
 
-def sample_candidates(ctx: SolveContext, n: int, seed: int | None = None) -> list[Candidate]:
-    params = dataclasses.replace(ctx.sampling, seed=ctx.seed if seed is None else seed)
-    return [candidate(ctx, c) for c in ctx.policy.sample(ctx.prompt(), n, params)]
+def sample_candidates(
+    ctx: SolveContext, n: int, seed: int | None = None, stats: bool = False, window: int | None = None
+) -> list[Candidate]:
+    """n samples of the problem; with `stats`, sampled with token statistics and carrying trace scores
+    (group scores over `window` tokens, default trace.window_for)."""
+    params = dataclasses.replace(
+        ctx.sampling, seed=ctx.seed if seed is None else seed, stats_top_k=CONFIDENCE_TOP_K if stats else 0
+    )
+    comps = ctx.policy.sample(ctx.prompt(), n, params)
+    if stats:
+        check_stats(ctx, comps)
+    return [candidate(ctx, c, window) for c in comps]
+
+
+def check_stats(ctx: SolveContext, comps: list[Completion]) -> None:
+    """Refuse completions without the token statistics that were asked for (a backend that has none)."""
+    if any(c.stats is None for c in comps):
+        raise UsageError(
+            f"{ctx.policy.info.name}: this backend returned no token statistics, which confidence scores need"
+        )
+
+
+def window_option(ctx: SolveContext) -> int | None:
+    """--opt window: the group window in tokens (at least 1); None (absent or 'auto'): trace.window_for."""
+    if str(ctx.options.get("window", "auto")) == "auto":
+        return None
+    return int(number_option(ctx, "window", 0, 1, integer=True))
+
+
+def confidence_weighted(options: dict) -> bool:
+    """weight=confidence: trace confidence in place of a reward model's score."""
+    return str(options.get("weight", "prm")) == "confidence"
+
+
+def score_with_confidence(ctx: SolveContext, cands: list[Candidate]) -> str:
+    """Set each candidate's score to its trace score named by --opt score (default DEFAULT_SCORE)."""
+    name = choice_option(ctx, "score", SCORES, DEFAULT_SCORE)
+    for c in cands:
+        c.score = c.trace_scores[name]
+    return name
 
 
 def _sampled(name: str, summary: str, select: Selector, needs_prm: bool) -> None:
@@ -63,13 +108,19 @@ def _sampled(name: str, summary: str, select: Selector, needs_prm: bool) -> None
 
     def run(ctx: SolveContext) -> Result:
         meter = Meter(ctx)
-        cands = sample_candidates(ctx, ctx.budget)
-        if needs_prm:
+        weight = choice_option(ctx, "weight", ("prm", "confidence"), "prm") if needs_prm else None
+        window = window_option(ctx) if weight == "confidence" else None
+        cands = sample_candidates(ctx, ctx.budget, stats=weight == "confidence", window=window)
+        extra = {}
+        if weight == "confidence":
+            extra = {"weight": "confidence", "score": score_with_confidence(ctx, cands)}
+        elif needs_prm:
             score_candidates(ctx, cands)
         answer, details = select(cands)
-        return make_result(ctx, name, meter, cands, answer, generations=len(cands), details=details)
+        return make_result(ctx, name, meter, cands, answer, generations=len(cands), details={**details, **extra})
 
-    strategy(name, summary, needs_prm=needs_prm, subset=subset)(run)
+    prm_free = confidence_weighted if needs_prm else None
+    strategy(name, summary, needs_prm=needs_prm, subset=subset, prm_free=prm_free)(run)
 
 
 def _greedy_subset(result: Result, k: int) -> Result:
@@ -86,8 +137,15 @@ def greedy(ctx: SolveContext) -> Result:
 
 
 _sampled("majority", "N samples, the most frequent answer wins (self-consistency)", select_majority, False)
-_sampled("best-of-n", "N samples, the one with the highest PRM score wins", select_best, True)
-_sampled("weighted-best-of-n", "N samples, the answer with the largest sum of PRM scores wins", select_weighted, True)
+_sampled(
+    "best-of-n", "N samples, the one with the highest PRM score wins (weight=confidence: trace confidence, no PRM)",
+    select_best, True,
+)  # fmt: skip
+_sampled(
+    "weighted-best-of-n",
+    "N samples, the answer with the largest sum of PRM scores wins (weight=confidence: of trace confidences)",
+    select_weighted, True,
+)  # fmt: skip
 
 
 def leader_is_settled(counts: list[int], confidence: float) -> bool:
