@@ -66,6 +66,11 @@ def test_auto_without_a_policy_runs_the_prior_and_warns_once(model_only):
     rec = json.loads(r.stdout)
     assert rec["details"]["policy"] == "the built-in prior (uncalibrated)"
     assert 4 <= rec["spent"]["generations"] <= 8
+    # no PRM configured: confidence, not self-judging (no PRM tokens); a fully agreeing wave stops at 4
+    assert rec["spent"]["prm_tokens"] == 0 and all(c["trace_scores"] for c in rec["candidates"])
+    chosen = rec["details"]["chosen"]["strategy"]
+    assert chosen == ("majority" if rec["details"]["agreement"] == 1.0 else "deepconf"), rec["details"]
+    assert (rec["spent"]["generations"] == 4) == (chosen == "majority")
 
 
 def test_every_strategy_runs_on_the_minimal_raw_preset(tmp_path, tiny_gguf):

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import one_line_error, run_ttc
 
 from ttc.builtin.arith import generate_problems, heldout_problems
 from ttc.solve import ModelOptions, Solver
 from ttc.strategies import REGISTRY
 from ttc.strategies.trace import auroc, group_confidences, trace_scores
 from ttc.strategies.voting import weighted_vote
-
-from conftest import one_line_error, run_ttc
 
 pytest.importorskip("llama_cpp")
 

@@ -225,7 +225,10 @@ class Solver:
         if spec.wants_prm(options, configured=self.preset.prm is not None):
             ctx.prm = self.prm
         if spec.name == "auto":
-            ctx.table = self.policy_table or self.prior_table(ctx.prm is not None)
+            ctx.table = self.policy_table
+            if ctx.table is None:  # the prior: without a configured PRM it votes by confidence, not self-judging
+                ctx.prm = self.prm if self.preset.prm is not None else None
+                ctx.table = self.prior_table(ctx.prm is not None)
         result = spec.run(ctx)
         return result if name == strategy else dataclasses.replace(result, strategy=strategy)
 

@@ -15,9 +15,19 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from ..record import Candidate, Result
 from .base import REGISTRY, Meter, PolicyTable, SolveContext, make_result, strategy
+from .confidence import DEFAULT_KEEP, select_confident
 from .sampling import sample_candidates, score_candidates, select_best, select_majority, select_weighted
+from .trace import DEFAULT_SCORE
 
-FINAL_RULE = {"majority": select_majority, "best-of-n": select_best, "greedy": select_weighted}
+
+def select_by_confidence(cands: list[Candidate]) -> tuple[str | None, dict]:
+    """DeepConf offline's rule over a pool (the most confident traces vote, weighted by confidence)."""
+    return select_confident(cands, DEFAULT_KEEP, DEFAULT_SCORE)
+
+
+FINAL_RULE = {
+    "majority": select_majority, "best-of-n": select_best, "greedy": select_weighted, "deepconf": select_by_confidence,
+}  # fmt: skip
 
 
 @dataclass
@@ -30,9 +40,11 @@ class Estimate:
 
 def estimate_difficulty(ctx: SolveContext, k: int, policy: PolicyTable | None) -> Estimate:
     """Sample k solutions, score them with the PRM: the mean final score is the paper's model-predicted
-    difficulty; the answer agreement is reported beside it."""
-    cands = sample_candidates(ctx, k, seed=ctx.seed + 104_729)
-    score_candidates(ctx, cands)
+    difficulty; the answer agreement is reported beside it. Without a PRM the samples carry token
+    statistics instead (for a confidence-weighted vote) and the mean score is 0: only agreement counts."""
+    cands = sample_candidates(ctx, k, seed=ctx.seed + 104_729, stats=ctx.prm is None)
+    if ctx.prm is not None:
+        score_candidates(ctx, cands)
     mean, agreement = estimate_stats(cands)
     return Estimate(mean, agreement, policy.level(policy.value(mean, agreement)) if policy else None, cands)
 
@@ -69,7 +81,7 @@ def auto(ctx: SolveContext) -> Result:
             result = REGISTRY[choice.strategy].run(sub)
         except UsageError:
             # The rest of the budget is below what the choice needs (a beam wider than the rest): sample it.
-            result = REGISTRY["weighted-best-of-n"].run(sub)
+            result = REGISTRY["weighted-best-of-n" if ctx.prm is not None else "majority"].run(sub)
         if result.candidates and result.candidates[0].score is None and ctx.prm is not None:
             score_candidates(ctx, result.candidates)
         pool += result.candidates
@@ -78,7 +90,7 @@ def auto(ctx: SolveContext) -> Result:
     details.update(
         {
             "level": est.level,
-            "mean_score": round(est.mean_score, 6),
+            "mean_score": round(est.mean_score, 6) if ctx.prm is not None else None,
             "agreement": round(est.agreement, 4),
             "estimation_samples": k,
             "chosen": {
