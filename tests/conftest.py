@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -107,3 +110,37 @@ def engine(tiny_gguf):
     eng = LlamaEngine(str(tiny_gguf), n_threads=2)
     yield eng
     eng.close()
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    """The request handler of a fake server: reads JSON bodies, answers JSON, logs nothing."""
+
+    def body(self) -> dict:
+        return json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+
+    def send_json(self, status: int, data, headers: dict | None = None) -> None:
+        raw = json.dumps(data).encode()
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *a):
+        pass
+
+
+class LoopbackServer:
+    """A fake server of the tests: `serve(handler)` runs an http.server handler class on 127.0.0.1 in a
+    daemon thread; `url` is its OpenAI-style base (ending in /v1)."""
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -6,12 +6,11 @@ and URL and settings parsing. The real-server tests are in test_openai_backend.p
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import JSONHandler, LoopbackServer
 
 from ttc.engine.base import SamplingParams
 from ttc.engine.openai import OpenAIEngine
@@ -24,42 +23,25 @@ from ttc.solve import ModelOptions
 pytest.importorskip("httpx")
 
 
-class Fake:
+class Fake(LoopbackServer):
     """A threaded HTTP server whose answers come from `handler(path, body) -> (status, json, headers)`."""
 
     def __init__(self, handler):
         self.calls: list[tuple[str, dict]] = []
         outer = self
 
-        class H(BaseHTTPRequestHandler):
+        class H(JSONHandler):
             def _answer(self, body):
                 outer.calls.append((self.path, body))
-                status, data, headers = handler(self.path, body)
-                raw = json.dumps(data).encode()
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                self.send_json(*handler(self.path, body))
 
             def do_GET(self):
                 self._answer({})
 
             def do_POST(self):
-                self._answer(json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}"))
+                self._answer(self.body())
 
-            def log_message(self, *a):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(H)
 
 
 def models_card(owner: str, **extra):

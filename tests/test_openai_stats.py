@@ -13,10 +13,10 @@ import json
 import math
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from conftest import JSONHandler, LoopbackServer
 
 from ttc.engine.base import SamplingParams, Watch, derive_seed
 from ttc.engine.openai import OpenAIEngine
@@ -26,7 +26,7 @@ from ttc.errors import TTCRuntimeError
 pytest.importorskip("httpx")
 
 
-class StreamFake:
+class StreamFake(LoopbackServer):
     """A threaded HTTP server: `handler(path, body)` returns (status, json) or a list of events to stream
     (each a dict, sent as `data: {...}` with `delay` seconds between them, then `data: [DONE]`)."""
 
@@ -36,26 +36,21 @@ class StreamFake:
         self.gone = threading.Event()  # a client closed a stream before its end
         outer = self
 
-        class H(BaseHTTPRequestHandler):
+        class H(JSONHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):
                 self._answer({})
 
             def do_POST(self):
-                self._answer(json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}"))
+                self._answer(self.body())
 
             def _answer(self, body):
                 outer.calls.append((self.path, body))
                 out = handler(self.path, body)
                 if isinstance(out, list):
                     return self._stream(out)
-                raw = json.dumps(out[1]).encode()
-                self.send_response(out[0])
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                self.send_json(out[0], out[1])
 
             def _stream(self, events):
                 self.send_response(200)
@@ -75,16 +70,7 @@ class StreamFake:
                 outer.sent.append(n)
                 self.close_connection = True
 
-            def log_message(self, *a):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(H)
 
 
 def card(owner: str):

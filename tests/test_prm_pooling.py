@@ -15,12 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, ttc_env
+from conftest import REPO, JSONHandler, LoopbackServer, ttc_env
 from hf_checkpoints import make_checkpoint, reference_scores
 
 from ttc.cli import main
@@ -42,7 +41,7 @@ SOLUTIONS = [
 ]
 
 
-class FakeVLLM:
+class FakeVLLM(LoopbackServer):
     """`vllm serve CHECKPOINT` for a Qwen2ForProcessRewardModel, as far as ttc uses it: /v1/models, /tokenize and
     /pooling. `step_tag_id` is its pooler's (None: a row for every token); `mode` "ok", or "malformed" (each item
     lacks its `data`); `owner` the /v1/models owned_by."""
@@ -60,28 +59,15 @@ class FakeVLLM:
         self.step_tag_id, self.mode, self.lock, self.calls = step_tag_id, mode, threading.Lock(), []
         self.torch, outer = torch, self
 
-        class H(BaseHTTPRequestHandler):
+        class H(JSONHandler):
             def do_GET(self):
-                self._send(*outer.answer(self.path, {}))
+                self.send_json(*outer.answer(self.path, {}))
 
             def do_POST(self):
-                self._send(*outer.answer(self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
-
-            def _send(self, status, data):
-                raw = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *a):
-                pass
+                self.send_json(*outer.answer(self.path, self.body()))
 
         self.owner = owner
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.serve(H)
 
     def rows(self, ids: list[int]) -> list[list[float]]:
         """STEP pooling: softmax(score(h)) at each token whose id is the step tag (every token without one)."""
@@ -110,10 +96,6 @@ class FakeVLLM:
             return 200, {"id": "pool-1", "object": "list", "created": int(time.time()), "model": body["model"],
                          "data": items, "usage": usage}  # fmt: skip
         return 404, {"detail": "Not Found"}
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +183,7 @@ def test_a_server_with_another_step_tag_or_not_vllm_is_one_line(checkpoint, sect
         fake.close()
 
 
-class FakePolicy:
+class FakePolicy(LoopbackServer):
     """A vLLM-style policy server that answers every completion with the same two-step solution."""
 
     TEXT = "First, 2 + 2 = 4.\n\nSo the answer is \\boxed{4}."
@@ -209,35 +191,17 @@ class FakePolicy:
     def __init__(self):
         outer = self
 
-        class H(BaseHTTPRequestHandler):
+        class H(JSONHandler):
             def do_GET(self):
-                self._send({"object": "list", "data": [{"id": "policy", "owned_by": "vllm"}]})
+                self.send_json(200, {"object": "list", "data": [{"id": "policy", "owned_by": "vllm"}]})
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                n = int(body.get("n", 1))
+                n = int(self.body().get("n", 1))
                 choices = [{"index": i, "text": outer.TEXT, "finish_reason": "stop", "stop_reason": None}
                            for i in range(n)]  # fmt: skip
-                self._send({"choices": choices, "usage": {"prompt_tokens": 5, "completion_tokens": 12 * n}})
+                self.send_json(200, {"choices": choices, "usage": {"prompt_tokens": 5, "completion_tokens": 12 * n}})
 
-            def _send(self, data):
-                raw = json.dumps(data).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(H)
 
 
 def test_solve_with_a_served_prm_scores_as_in_process_and_a_malformed_answer_is_one_line(
