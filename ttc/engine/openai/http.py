@@ -138,6 +138,16 @@ class ServerClient:
             self._said[k] = now
         log.warning("ttc: server at %s: %s; retry %d/%d in %.1fs", self.where, reason, k, of, delay)
 
+    def _back_off(self, attempt: int, tries: int, reason: str, wait: float | None) -> None:
+        """Before try `attempt + 2` (none after the last): the server's Retry-After, else exponential
+        back-off with jitter, capped; said once per round."""
+        if attempt + 1 >= tries:
+            return
+        delay = wait if wait is not None else self.backoff_s * (2**attempt) * (0.5 + random.random())
+        delay = min(MAX_WAIT_S, max(0.0, delay))
+        self._say_retry(reason, attempt + 1, tries - 1, delay)
+        time.sleep(delay)
+
     def url(self, path: str, api: bool = True) -> str:
         return (self.api if api else self.root) + path
 
@@ -162,11 +172,7 @@ class ServerClient:
                     return response
                 last = f"HTTP {response.status_code}: {error_message(response)}"
                 wait = _retry_after(response)
-            if attempt + 1 < tries:
-                delay = wait if wait is not None else self.backoff_s * (2**attempt) * (0.5 + random.random())
-                delay = min(MAX_WAIT_S, max(0.0, delay))
-                self._say_retry(last, attempt + 1, tries - 1, delay)
-                time.sleep(delay)
+            self._back_off(attempt, tries, last, wait)
         raise TTCRuntimeError(f"server at {self.where} did not answer after {tries} tries: {last}")
 
     @contextmanager
@@ -203,11 +209,7 @@ class ServerClient:
                             return
                     finally:
                         opened.__exit__(None, None, None)
-            if attempt + 1 < tries:
-                delay = wait if wait is not None else self.backoff_s * (2**attempt) * (0.5 + random.random())
-                delay = min(MAX_WAIT_S, max(0.0, delay))
-                self._say_retry(last, attempt + 1, tries - 1, delay)
-                time.sleep(delay)
+            self._back_off(attempt, tries, last, wait)
         raise TTCRuntimeError(f"server at {self.where} did not answer after {tries} tries: {last}")
 
     def _events(self, response, path: str) -> Iterator[dict]:
