@@ -24,7 +24,7 @@ from ..engine.base import Engine
 from ..errors import TTCRuntimeError, UsageError
 from ..presets import PRMConfig
 from .heads import TagLayout
-from .reward import RewardModel, StepScorer
+from .reward import ListScorer, RewardModel, StepScorer
 
 PROBABILITY_SLACK = 1e-3  # a row is a softmax if its entries are in [0, 1] and sum to 1 within this
 
@@ -83,34 +83,20 @@ class PooledHeadPRM(TagLayout, RewardModel):
         return _PooledScorer(self, prefix)
 
 
-class _PooledScorer(StepScorer):
-    """Step-wise scoring over /pooling: each branch keeps its tokens; a new step sends them up to its tag."""
+class _PooledScorer(ListScorer):
+    """Step-wise scoring over /pooling: each branch keeps its tokens after the prefix (separators included);
+    a new step sends them up to its tag."""
 
     def __init__(self, prm: PooledHeadPRM, prefix: list[int]):
+        super().__init__()
         self.prm, self.prefix = prm, prefix
-        self.ids: dict[int, list[int]] = {0: []}  # branch -> tokens after the prefix (separators included)
-        self.next_id = 1
-
-    def fork(self, branch: int, k: int = 1) -> list[int]:
-        kids = list(range(self.next_id, self.next_id + k))
-        for kid in kids:
-            self.ids[kid] = list(self.ids[branch])
-        self.next_id += k
-        return kids
-
-    def drop(self, branches: Sequence[int]) -> None:
-        for b in branches:
-            self.ids.pop(b, None)
 
     def add_steps(self, branches: Sequence[int], steps: Sequence[str]) -> list[float]:
         inputs = []
         with self.prm.charged():
             for b, step in zip(branches, steps):
                 piece, at = self.prm.piece(step)
-                inputs.append(self.prefix + self.ids[b] + piece[: at + 1])  # nothing after the tag is read
-                self.ids[b] = self.ids[b] + piece
+                inputs.append(self.prefix + self.lists[b] + piece[: at + 1])  # nothing after the tag is read
+                self.lists[b] = self.lists[b] + piece
             rows = self.prm.engine.pooled_rows(inputs)
         return [self.prm.good(full, [len(full) - 1], r)[0] for full, r in zip(inputs, rows)]
-
-    def close(self) -> None:
-        self.ids.clear()

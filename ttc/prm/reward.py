@@ -214,25 +214,37 @@ class _ShepherdScorer(TagScorer):
         return [two_way(lp[0][0], lp[0][1]) for lp in lps]
 
 
-class TextScorer(StepScorer):
-    """Step-wise scoring that keeps each branch's step texts only; a subclass scores them in `add_steps`
-    (rlhflow's fallback for chat templates that do not extend turn by turn re-scores whole texts)."""
+class ListScorer(StepScorer):
+    """Step-wise scoring that keeps one list per branch (its step texts, or its tokens), copied on fork;
+    a subclass appends to `lists[b]` and scores in `add_steps`."""
 
-    def __init__(self, prm: RewardModel, problem: str):
-        self.prm, self.problem = prm, problem
-        self.steps: dict[int, list[str]] = {0: []}
+    def __init__(self):
+        self.lists: dict[int, list] = {0: []}
         self.next_id = 1
 
     def fork(self, branch: int, k: int = 1) -> list[int]:
         ids = list(range(self.next_id, self.next_id + k))
         for i in ids:
-            self.steps[i] = list(self.steps[branch])
+            self.lists[i] = list(self.lists[branch])
         self.next_id += k
         return ids
 
     def drop(self, branches: Sequence[int]) -> None:
         for b in branches:
-            self.steps.pop(b, None)
+            self.lists.pop(b, None)
 
     def close(self) -> None:
-        self.steps.clear()
+        self.lists.clear()
+
+
+class TextScorer(ListScorer):
+    """Step-wise scoring that keeps each branch's step texts only (`steps[b]`); a subclass scores them in
+    `add_steps` (rlhflow's fallback for chat templates that do not extend turn by turn re-scores whole texts)."""
+
+    def __init__(self, prm: RewardModel, problem: str):
+        super().__init__()
+        self.prm, self.problem = prm, problem
+
+    @property
+    def steps(self) -> dict[int, list[str]]:
+        return self.lists
