@@ -254,3 +254,37 @@ def test_prm_training_runs_its_drill_then_stops_the_mixture_where_told(tmp_path)
     assert rep["drill"]["steps"] == 3 and set(rep["drill"]) == {"steps", "off10", "off1"}
     assert all((tmp_path / f"prm-{p}{s}.pt").is_file() for p, s in [("drill", 3), ("step", 1), ("step", 2)])
     assert rep["selected"] in rep["history"] and (tmp_path / "prm-train.json").is_file()
+
+
+def _resume_config(**kw):
+    from ttc.builtin.train.policy import PolicyConfig
+
+    small = dict(
+        n_embd=32, n_layer=1, n_head=2, n_ff=64, n_ctx=512, steps=7, batch=8, warmup=2, revision_start=2,
+        revision_refresh=2, revision_problems=12, revision_batch=4, eval_start=4, eval_every=2, val_per_ops=1,
+        val_samples=2, reselect_top=1, checkpoint_every=2, compile=False, lr=3e-3,
+    )  # fmt: skip
+    return PolicyConfig(seed=3, **{**small, **kw})
+
+
+def test_policy_training_killed_and_resumed_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    from ttc.builtin.train.common import load_checkpoint
+    from ttc.builtin.train.policy import RESUME_FILE, train_policy
+
+    torch.set_num_threads(1)
+    cfg = _resume_config()
+    whole = train_policy(cfg, tmp_path / "whole", log=lambda m: None)
+    assert train_policy(cfg, tmp_path / "cut", log=lambda m: None, stop_after=5) is None  # killed after step 5
+    state = torch.load(tmp_path / "cut" / RESUME_FILE, weights_only=False)
+    assert state["step"] == 4 and list(state["pools"]) == [2]  # steps 4-5 run again; pool 2 is replayed
+    said = []
+    resumed = train_policy(cfg, tmp_path / "cut", log=said.append)
+    assert any("resuming at step 4" in m for m in said)
+    assert resumed["tokens"] == whole["tokens"]
+    assert [h["greedy"] for h in resumed["history"]] == [h["greedy"] for h in whole["history"]]
+    a, _ = load_checkpoint(tmp_path / "whole" / "policy-last.pt")
+    b, _ = load_checkpoint(tmp_path / "cut" / "policy-last.pt")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    with pytest.raises(SystemExit, match="another config .*lr"):  # a resume with other flags is refused
+        train_policy(_resume_config(lr=1e-3), tmp_path / "cut", log=lambda m: None)

@@ -1,7 +1,9 @@
 """Rebuild the built-in model pair: `python -m ttc.train policy|prm|all|report --out DIR --seed S`.
 
     policy   train the policy, keep the checkpoint that fits the target window, export
-             DIR/tiny-arith-policy.gguf (f32)
+             DIR/tiny-arith-policy.gguf (f32); with --size large the 7.15M-parameter policy,
+             DIR/tiny-arith-large.gguf (f16). A killed run started again with the same flags resumes
+             from DIR/policy-resume.pt (written every 50 steps) and ends with the same weights.
     prm      sample from the policy GGUF (DIR's, else the shipped one), train the PRM, export
              DIR/tiny-arith-prm.gguf (f16)
     all      policy, then prm on it, then report
@@ -22,6 +24,7 @@ from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 POLICY_FILE, PRM_FILE = "tiny-arith-policy.gguf", "tiny-arith-prm.gguf"
+LARGE_FILE = "tiny-arith-large.gguf"
 
 
 def _log(msg: str) -> None:
@@ -46,8 +49,8 @@ def _add_config_args(p: argparse.ArgumentParser, cls, prefix: str) -> None:
             p.add_argument(flag, type=typ, default=None, help=f"(default {f.default})")
 
 
-def _config(cls, args, prefix: str, seed: int):
-    kw = {"seed": seed}
+def _config(cls, args, prefix: str, seed: int, base: dict | None = None):
+    kw = {"seed": seed, **(base or {})}
     for f in dataclasses.fields(cls):
         v = getattr(args, (prefix + f.name).replace("-", "_"), None)
         if v is not None and f.name != "seed":
@@ -66,7 +69,7 @@ def _selected_checkpoint(out: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .policy import PolicyConfig
+    from .policy import LARGE, PolicyConfig
     from .prm import PRMConfig
 
     ap = argparse.ArgumentParser(
@@ -79,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", type=Path, default=None, help="policy GGUF for prm/report")
     ap.add_argument("--prm", type=Path, default=None, help="PRM GGUF for report")
     ap.add_argument("--install", action="store_true", help="copy the exported GGUFs into ttc/models/")
+    ap.add_argument(
+        "--size",
+        choices=["small", "large"],
+        default="small",
+        help="the policy to train: small (tiny-arith-policy, 0.87M) or large (tiny-arith-large, 7.15M, f16)",
+    )
+    ap.add_argument("--fresh", action="store_true", help="ignore DIR/policy-resume.pt and start over")
     ap.add_argument("--report-samples", type=int, default=16, help="samples per problem in the report")
     _add_config_args(ap, PolicyConfig, "policy-")
     _add_config_args(ap, PRMConfig, "prm-")
@@ -98,12 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     policy_path = args.policy
     if args.what in ("policy", "all"):
-        rep = train_policy(_config(PolicyConfig, args, "policy_", args.seed), out, _log)
+        large = args.size == "large"
+        cfg = _config(PolicyConfig, args, "policy_", args.seed, LARGE if large else None)
+        rep = train_policy(cfg, out, _log, resume=not args.fresh)
         model, _ = load_checkpoint(rep["selected"]["path"])
-        policy_path = export_gguf(model, out / POLICY_FILE, "ttc tiny-arith policy", "f32")
+        name, dtype = (LARGE_FILE, "f16") if large else (POLICY_FILE, "f32")
+        what = "ttc tiny-arith large policy" if large else "ttc tiny-arith policy"
+        policy_path = export_gguf(model, out / name, what, dtype)
         _log(f"wrote {policy_path} ({policy_path.stat().st_size / 1e6:.2f} MB)")
         if args.install:
-            shutil.copy(policy_path, MODELS_DIR / POLICY_FILE)
+            shutil.copy(policy_path, MODELS_DIR / name)
     if policy_path is None:
         policy_path = out / POLICY_FILE if (out / POLICY_FILE).exists() else MODELS_DIR / POLICY_FILE
     prm_path = args.prm

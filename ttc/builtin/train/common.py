@@ -122,8 +122,8 @@ def load_checkpoint(path) -> tuple[Llama, dict]:
 class Clock:
     """Wall seconds since creation when called; `cpu()` gives this process's CPU seconds (all threads)."""
 
-    def __init__(self):
-        self.t0, self.c0 = time.time(), time.process_time()
+    def __init__(self, wall: float = 0.0, cpu: float = 0.0):  # seconds already spent (a resumed run)
+        self.t0, self.c0 = time.time() - wall, time.process_time() - cpu
 
     def __call__(self) -> float:
         return time.time() - self.t0
