@@ -60,6 +60,7 @@ def summary_row(rec: dict) -> dict:
         "tokens": spent.get("tokens_generated", 0),
         "wall_s": spent.get("wall_s", 0.0),
         "generations": spent.get("generations", 0.0),
+        "flops": spent.get("flops", 0.0),
         "difficulty": rec.get("difficulty") or {},
         "derived": (rec.get("bench") or {}).get("derived_from") is not None,
     }

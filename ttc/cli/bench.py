@@ -124,6 +124,23 @@ def bench(
         ),
     ] = None,
     preset: PresetOpt = None,
+    presets: Annotated[
+        str | None,
+        typer.Option(
+            "--presets",
+            help="Two or more presets (e.g. tiny-arith,tiny-arith-large): each runs in DIR/PRESET on the same "
+            "problems, then DIR/tradeoff.json gives the FLOPs-matched table (best accuracy within each FLOPs "
+            "level, per difficulty group, and which model wins).",
+        ),
+    ] = None,
+    preset_budgets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--preset-budgets",
+            metavar="NAME=BUDGETS",
+            help="Other budgets for one of --presets (e.g. tiny-arith-large=1,2,4,8,16). Repeatable.",
+        ),
+    ] = None,
     model: ModelOpt = None,
     seed: SeedOpt = 0,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the preset's).")] = None,
@@ -143,9 +160,21 @@ def bench(
     from ..bench import BenchOptions, parse_budgets, parse_strategies, run_bench
     from ..bench.paired import parse_pairs
     from ..bench.report import is_run_folder, report_run
+    from ..bench.tradeoff import is_tradeoff_folder, parse_preset_budgets, parse_presets, report_tradeoff, run_tradeoff
     from ..solve import ModelOptions, SamplingOverrides
 
     pairs = parse_pairs(paired)
+    if presets is None and preset_budgets:
+        raise UsageError("--preset-budgets goes with --presets")
+    if presets is not None and preset is not None:
+        raise UsageError("--preset and --presets do not go together: name every model in --presets")
+    if is_tradeoff_folder(data) and not is_run_folder(data):
+        if presets is not None or out is not None or resume or limit is not None:
+            raise UsageError(f"{data} is a finished --presets run: it is summarized again and nothing runs")
+        result = report_tradeoff(Path(data), None, plot=plot, quiet=quiet, console=err)
+        if json_out:
+            print(json.dumps(result, ensure_ascii=False))
+        return
     if is_run_folder(data):
         given = {"--out": out is not None, "--resume": resume, "--force": force, "--limit": limit is not None}
         given |= {"--strategies": strategies != "majority", "--budgets": budgets != "1,4,16,64"}
@@ -181,6 +210,12 @@ def bench(
         ),
         sampling=SamplingOverrides(temperature=temperature, max_tokens=max_tokens),
     )
+    if presets is not None:
+        names = parse_presets(presets)
+        result = run_tradeoff(opts, names, parse_preset_budgets(preset_budgets, names), console=err)
+        if json_out:
+            print(json.dumps(result, ensure_ascii=False))
+        return
     summary = run_bench(opts, console=err)
     if json_out:
         print(json.dumps(summary, ensure_ascii=False))
