@@ -81,6 +81,9 @@ class Solver:
         self.base_dir = Path(self.preset.source).parent if self.preset.source else None
         if models.preset is None and models.model and not _is_builtin(models.model, self.preset, self.base_dir):
             self._fit_preset_to_model()
+        from .engine.openai.setup import prm_base_url
+
+        prm_base_url(self.models, self.preset)  # a malformed --prm-base-url fails before anything runs
         self._check_head_prm_placement()
 
     def _fit_preset_to_model(self) -> None:
@@ -121,7 +124,23 @@ class Solver:
         return self._policy
 
     def _load(self, ref: str, role: str = "policy") -> Engine:
-        return load_engine(self.models, self.preset, ref, self.base_dir, role)
+        from .engine.openai.setup import IN_PROCESS, PRMNotServed, local_copy, prm_base_url
+
+        try:
+            return load_engine(self.models, self.preset, ref, self.base_dir, role)
+        except PRMNotServed as e:
+            # The PRM was placed nowhere and the policy's server does not list it: a built-in or local file
+            # runs here, as a user who passed only --base-url expects; a named place that lacks it is an error.
+            if role != "prm" or prm_base_url(self.models, self.preset) is not None:
+                raise
+            if local_copy(ref, self.base_dir) is None:
+                raise
+            self.note(
+                f"{str(e).split(' serves ', 1)[0]} does not list the PRM '{ref}': running it in-process here "
+                f"(--prm-base-url URL puts it on a server; --prm-base-url {IN_PROCESS} says so and silences this)"
+            )
+            models = dataclasses.replace(self.models, prm_base_url=IN_PROCESS)
+            return load_engine(models, self.preset, ref, self.base_dir, role)
 
     @property
     def default_strategy(self) -> str:

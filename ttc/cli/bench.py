@@ -17,6 +17,7 @@ from .options import (
     JsonOpt,
     ModelOpt,
     PresetOpt,
+    PrmBaseUrlOpt,
     QuietOpt,
     SeedOpt,
     ServedModelOpt,
@@ -149,6 +150,7 @@ def bench(
     threads: ThreadsOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
+    prm_base_url: PrmBaseUrlOpt = None,
     served_model: ServedModelOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print summary.json on stdout at the end.")] = False,
     quiet: QuietOpt = False,
@@ -206,7 +208,15 @@ def bench(
         paired=pairs,
         quiet=quiet,
         models=ModelOptions(
-            preset, model, n_gpu_layers, threads, verbose, backend=backend, base_url=base_url, served_model=served_model
+            preset,
+            model,
+            n_gpu_layers,
+            threads,
+            verbose,
+            backend=backend,
+            base_url=base_url,
+            served_model=served_model,
+            prm_base_url=prm_base_url,
         ),
         sampling=SamplingOverrides(temperature=temperature, max_tokens=max_tokens),
     )

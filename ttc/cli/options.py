@@ -35,6 +35,15 @@ BaseUrlOpt = Annotated[
         help="The server for --backend openai, e.g. http://127.0.0.1:8000/v1 (key: TTC_API_KEY or OPENAI_API_KEY).",
     ),
 ]
+PrmBaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--prm-base-url",
+        metavar="URL|in-process",
+        help="The PRM's server (default: the preset's backend.prm_base_url, else the policy's server; a built-in "
+        "or local PRM that server does not list runs in-process); in-process runs it in llama.cpp here.",
+    ),
+]
 ServedModelOpt = Annotated[
     str | None, typer.Option("--served-model", help="The model's name on the server (default: its only model).")
 ]

@@ -19,6 +19,7 @@ from .options import (
     ModelOpt,
     OptOpt,
     PresetOpt,
+    PrmBaseUrlOpt,
     QuietOpt,
     SeedOpt,
     ServedModelOpt,
@@ -59,6 +60,7 @@ def solve(
     opt: OptOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
+    prm_base_url: PrmBaseUrlOpt = None,
     served_model: ServedModelOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -73,7 +75,11 @@ def solve(
         get_strategy(strategy)
     options = parse_options(opt)
     problems = read_problems(problem)
-    solver = Solver(ModelOptions(preset, model, n_gpu_layers, threads, verbose, backend, base_url, served_model))
+    solver = Solver(
+        ModelOptions(
+            preset, model, n_gpu_layers, threads, verbose, backend, base_url, served_model, prm_base_url=prm_base_url
+        )
+    )
     strategy = strategy or solver.default_strategy
     sampling = SamplingOverrides(temperature=temperature, max_tokens=max_tokens)
     show = err.is_terminal and not quiet and not json_out
@@ -121,6 +127,7 @@ def compare(
     opt: OptOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
+    prm_base_url: PrmBaseUrlOpt = None,
     served_model: ServedModelOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -131,7 +138,11 @@ def compare(
     check_problem(problem)
     check_budget(budget)
     names = parse_list(strategies, "strategies")
-    solver = Solver(ModelOptions(preset, model, n_gpu_layers, threads, verbose, backend, base_url, served_model))
+    solver = Solver(
+        ModelOptions(
+            preset, model, n_gpu_layers, threads, verbose, backend, base_url, served_model, prm_base_url=prm_base_url
+        )
+    )
     rows = run_compare(
         solver,
         problem,

@@ -1,14 +1,16 @@
 """Choosing and describing a served model: where the backend settings come from (flags < preset), which
 model on a server is the policy or the PRM, and what is known of it (parameters, context, chat template).
 
-Precedence: the preset's `backend` section, then the flags (--backend, --base-url, --served-model). The PRM
-runs on `backend.prm_base_url` when set (the value `in-process` runs it in llama.cpp here instead), else on
-the policy's server, where it must be listed under its own name (a server that lists only the policy cannot
-serve a different PRM model). A remote model's facts come from the server where it tells them (llama-server's
-/v1/models `meta` and /props, vLLM's and SGLang's `max_model_len`), else from a local copy of the same GGUF
-when the preset's model reference has one (a built-in, an existing file, or an hf:// file already in the
-Hugging Face cache; nothing is downloaded), else are unknown: 0 parameters, so the FLOPs estimate is 0. A
-chat-format preset needs the chat template from one of these (llama-server's /props or a local copy).
+Precedence: the preset's `backend` section, then the flags (--backend, --base-url, --served-model,
+--prm-base-url). The PRM runs on --prm-base-url / `backend.prm_base_url` when set (the value `in-process` runs
+it in llama.cpp here instead; a URL puts it on a server even when the policy runs here), else on the policy's
+server, where it must be listed under its own name; when it is not listed there and the PRM is a built-in or
+local file, `Solver` runs it in-process with one note. A remote model's facts come from the server where it
+tells them (llama-server's /v1/models `meta` and /props, vLLM's and SGLang's `max_model_len`), else from a
+local copy of the same GGUF when the preset's model reference has one (a built-in, an existing file, or an
+hf:// file already in the Hugging Face cache; nothing is downloaded), else are unknown: 0 parameters, so the
+FLOPs estimate is 0. A chat-format preset needs the chat template from one of these (llama-server's /props or
+a local copy).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from pathlib import Path
 from ...errors import UsageError
 
 IN_PROCESS = "in-process"  # backend.prm_base_url value: run the PRM in llama.cpp, not on a server
+
+
+class PRMNotServed(UsageError):
+    """The policy's server does not list the PRM (a PRM expected there because no other place was named)."""
 
 
 @dataclass(frozen=True)
@@ -43,19 +49,20 @@ def remote_spec(models, preset, role: str, ref: str) -> RemoteSpec | None:
     if kind not in ("llama", "openai"):
         src = "--backend" if models.backend else f"{where}: backend.kind"
         raise UsageError(f"{src} must be 'llama' (in-process) or 'openai' (a server), got '{kind}'")
-    if kind == "llama":
-        return None
-    base = models.base_url or (cfg.base_url if cfg is not None else None)
-    if not base:
-        raise UsageError("--backend openai needs the server's URL: pass --base-url URL or set backend.base_url")
     limits = {}
     if cfg is not None:
         limits = {"concurrency": cfg.concurrency, "timeout_s": cfg.timeout_s, "max_retries": cfg.max_retries}
+    if kind == "llama":  # the policy here; the PRM too, unless it was put on a server
+        url = prm_base_url(models, preset) if role == "prm" else None
+        return None if url in (None, IN_PROCESS) else RemoteSpec(url, None, model_hint=ref, **limits)
+    base = models.base_url or (cfg.base_url if cfg is not None else None)
+    if not base:
+        raise UsageError("--backend openai needs the server's URL: pass --base-url URL or set backend.base_url")
     policy_ref = models.model or preset.model
     served = models.served_model or (cfg.served_model if cfg is not None else None)
     if role == "policy":
         return RemoteSpec(base, served, model_hint=policy_ref, **limits)
-    prm_url = models.prm_base_url or (cfg.prm_base_url if cfg is not None else None)
+    prm_url = prm_base_url(models, preset)
     if prm_url == IN_PROCESS:
         return None
     if prm_url is None or prm_url.rstrip("/") == base.rstrip("/"):
@@ -63,6 +70,15 @@ def remote_spec(models, preset, role: str, ref: str) -> RemoteSpec | None:
             return RemoteSpec(base, served, model_hint=ref, **limits)
         return RemoteSpec(base, None, model_hint=ref, require_hint=True, **limits)
     return RemoteSpec(prm_url, None, model_hint=ref, **limits)
+
+
+def prm_base_url(models, preset) -> str | None:
+    """Where the PRM was placed: --prm-base-url, else the preset's backend.prm_base_url, else None."""
+    cfg = preset.backend
+    url = models.prm_base_url or (cfg.prm_base_url if cfg is not None else None)
+    if url is not None and url != IN_PROCESS and not url.startswith(("http://", "https://")):
+        raise UsageError(f"--prm-base-url takes an http(s) URL or '{IN_PROCESS}', got {url!r}")
+    return url
 
 
 def _stem(ref: str | None) -> str:
@@ -84,9 +100,10 @@ def choose_model(ids: list[str], wanted: str | None, hint: str | None, require_h
             if hits:
                 return hits[0]
     if require_hint:
-        raise UsageError(
-            f"server at {where} serves {listed}, not the PRM '{hint}'; serve it there, point backend.prm_base_url "
-            f"at a server that does, or set backend.prm_base_url: {IN_PROCESS}"
+        raise PRMNotServed(
+            f"server at {where} serves {listed}, not the PRM '{hint}'; serve it there, point --prm-base-url "
+            f"(backend.prm_base_url) at a server that does, or pass --prm-base-url {IN_PROCESS} "
+            f"(backend.prm_base_url: {IN_PROCESS})"
         )
     if len(ids) == 1:
         return ids[0]
