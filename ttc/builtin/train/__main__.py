@@ -8,6 +8,10 @@
              DIR/tiny-arith-prm.gguf (f16)
     all      policy, then prm on it, then report
     report   measure the pair on the shipped 500 problems (DIR's files, else the shipped ones)
+    flops    the pretraining FLOPs (6 x parameters x tokens) of a policy: its training tokens up to the
+             kept checkpoint (--policy-steps), replayed from the seed with the flags it was trained with
+             (the revision batches estimated from the GGUF's own attempts), and DIR/policy-train.json's
+             logged count where the run kept one
 
 `--install` copies the exported files into ttc/models/. Training is seeded: the same seed, thread count
 and torch build give the same models. Run it under `nice` on a shared machine.
@@ -68,6 +72,28 @@ def _selected_checkpoint(out: Path) -> str | None:
     return path if Path(path).exists() else None
 
 
+def _flops(args, out: Path, cfg) -> int:
+    """Print (and write DIR/pretraining-flops.json) a policy's pretraining tokens and FLOPs."""
+    import json
+
+    from .export import load_gguf_model
+    from .policy import training_tokens
+
+    path = args.policy or MODELS_DIR / (LARGE_FILE if args.size == "large" else POLICY_FILE)
+    model = load_gguf_model(path)
+    n = model.n_params()
+    tokens = training_tokens(cfg, model, cfg.steps)
+    rep = {"policy": str(path), "params": n, "steps": cfg.steps, "tokens_replayed": tokens, "flops": 6 * n * tokens}
+    try:
+        logged = json.loads((out / "policy-train.json").read_text())
+        rep["tokens_logged_all_steps"] = logged["tokens"]
+    except (OSError, ValueError, KeyError):
+        pass
+    _log(json.dumps(rep))
+    (out / "pretraining-flops.json").write_text(json.dumps(rep, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .policy import LARGE, PolicyConfig
     from .prm import PRMConfig
@@ -75,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m ttc.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("what", choices=["policy", "prm", "all", "report"])
+    ap.add_argument("what", choices=["policy", "prm", "all", "report", "flops"])
     ap.add_argument("--out", type=Path, required=True, help="folder for checkpoints, GGUFs and reports")
     ap.add_argument("--seed", type=int, default=2, help="seed (default 2: the shipped pair)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -106,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    if args.what == "flops":
+        return _flops(
+            args, out, _config(PolicyConfig, args, "policy_", args.seed, LARGE if args.size == "large" else None)
+        )
     policy_path = args.policy
     if args.what in ("policy", "all"):
         large = args.size == "large"

@@ -207,6 +207,35 @@ def _revision_batches(cfg: PolicyConfig, pool: list[tuple[str, list[str], bool]]
 RESUME_FILE = "policy-resume.pt"
 
 
+def _batches(cfg: PolicyConfig, val: list[str], pool_at, steps: int | None = None):
+    """(step, is a revision batch, batch) for every training step, drawn from the seed alone except for the
+    revision pools, which `pool_at(step, problems)` gives at each refresh (the model's own wrong attempts)."""
+    rng = random.Random(cfg.seed)
+    exclude = excluded_problems(val)
+    plain = _plain_batches(cfg, iter_problems(seed=cfg.seed * 1000 + 1, exclude=exclude), rng)
+    rev_stream = iter_problems(seed=cfg.seed * 1000 + 2, exclude=exclude)
+    revision = None
+    for step in range(cfg.steps if steps is None else steps):
+        if step >= cfg.revision_start and (step - cfg.revision_start) % cfg.revision_refresh == 0:
+            pool = pool_at(step, [next(rev_stream) for _ in range(cfg.revision_problems)])
+            revision = _revision_batches(cfg, pool, rng) if pool else None
+        use_rev = revision is not None and rng.random() < cfg.revision_frac
+        yield step, use_rev, next(revision) if use_rev else next(plain)
+
+
+def training_tokens(cfg: PolicyConfig, attempts_model, steps: int) -> int:
+    """The tokens (padding included, as the training log counts them) of a run's first `steps` batches,
+    replayed from its seed, with the revision pools drawn from `attempts_model`'s own wrong attempts: exact
+    for the plain batches, an estimate for the revision ones when `attempts_model` is not the model as it was
+    at each refresh (for a run whose log was not kept: its final weights stand in)."""
+    seed_everything(cfg.seed)
+
+    def pool_at(step: int, problems: list[str]):
+        return own_attempts(attempts_model, problems, cfg, seed=cfg.seed * 1000 + step)
+
+    return sum(b[0].numel() for _, _, b in _batches(cfg, validation_problems(cfg.val_per_ops), pool_at, steps))
+
+
 def _save_resume(path: Path, model, opt, cfg: PolicyConfig, step: int, tokens: int, history, pools, clock) -> None:
     """Everything a killed run needs to go on exactly as if it had not stopped: weights, optimizer moments,
     the torch RNG, the revision pools drawn so far (the data streams are replayed from the seed), the
@@ -276,27 +305,21 @@ def train_policy(cfg: PolicyConfig, out: Path, log=print, resume: bool = True, s
         log(f"policy: resuming at step {start} of {cfg.steps} from {out / RESUME_FILE}")
     fwd = maybe_compile(model, cfg.compile)
     val = validation_problems(cfg.val_per_ops)
-    exclude = excluded_problems(val)
-    rng = random.Random(cfg.seed)
-    plain = _plain_batches(cfg, iter_problems(seed=cfg.seed * 1000 + 1, exclude=exclude), rng)
-    rev_stream = iter_problems(seed=cfg.seed * 1000 + 2, exclude=exclude)
     log(f"policy: {model.n_params():,} parameters, {cfg.steps} steps, config {json.dumps(asdict(cfg))}")
-    revision = None
-    for step in range(cfg.steps):
-        replay = step < start  # a resumed run draws the same batches again without training on them
-        if step >= cfg.revision_start and (step - cfg.revision_start) % cfg.revision_refresh == 0:
-            problems = [next(rev_stream) for _ in range(cfg.revision_problems)]
-            if replay:
-                pool = pools[step]
-            else:
-                pool = pools[step] = own_attempts(model, problems, cfg, seed=cfg.seed * 1000 + step)
-                log(
-                    f"  step {step}: {len(pool)}/{len(problems)} fresh problems with wrong own attempts "
-                    f"({sum(len(w) for _, w, _ in pool)} attempts) [{clock():.0f}s]"
-                )
-            revision = _revision_batches(cfg, pool, rng) if pool else None
-        use_rev = revision is not None and rng.random() < cfg.revision_frac
-        ids, targets, *weights_negatives = next(revision) if use_rev else next(plain)
+
+    def pool_at(step: int, problems: list[str]):
+        if step < start:  # a resumed run draws the same batches again without training on them
+            return pools[step]
+        pool = pools[step] = own_attempts(model, problems, cfg, seed=cfg.seed * 1000 + step)
+        log(
+            f"  step {step}: {len(pool)}/{len(problems)} fresh problems with wrong own attempts "
+            f"({sum(len(w) for _, w, _ in pool)} attempts) [{clock():.0f}s]"
+        )
+        return pool
+
+    for step, use_rev, batch in _batches(cfg, val, pool_at):
+        replay = step < start
+        ids, targets, *weights_negatives = batch
         if replay:
             if step == start - 1 and state is not None:
                 torch.set_rng_state(state["torch_rng"])
