@@ -400,3 +400,31 @@ def test_a_prm_base_url_that_does_not_serve_the_prm_or_is_no_url_is_one_line(bui
     bench = ["bench", str(REPO / "ttc" / "data" / "arith500.jsonl"), "--limit", "1", "--out", str(tmp_path / "b")]
     one_line_error(run_ttc(*bench, "--base-url", policy_url, "--prm-base-url", "nope"), 2, "'nope'")
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("name", ["deepconf", "deepconf:mode=online", "weighted-best-of-n:weight=confidence"])
+def test_confidence_strategies_run_through_the_server_on_its_top_k_log_probabilities(builtin_servers, name):
+    """`ttc solve` end to end on llama-cpp-python's server, which cuts a stream short for any other request (its
+    default, kept here): the streams, and the /tokenize that counts their prompt, go one at a time."""
+    stdin = "".join(p + "\n" for p in EASY[:3]).encode()
+    remote = ["--backend", "openai", "--base-url", builtin_servers[0].url, "--prm-base-url", "in-process"]
+    r = run_ttc("solve", "-", "-s", name, "-b", "8", "--seed", "2", "--json", *remote, stdin=stdin)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+    recs = [json.loads(x) for x in r.stdout.decode().splitlines()]
+    from ttc.builtin.arith import evaluate
+
+    assert sum(str(evaluate(p)) == rec["answer"] for p, rec in zip(EASY, recs)) >= 2, [x["answer"] for x in recs]
+    for rec in recs:
+        assert 0 < rec["spent"]["generations"] <= 8 and rec["spent"]["prm_tokens"] == 0
+        assert all(c.get("trace_scores") for c in rec["candidates"])
+        if "online" in name:
+            d = rec["details"]
+            assert d["launched"] <= 8 and d["killed"] <= d["launched"] and d["saved_tokens_estimate"] >= 0
+
+
+def test_self_certainty_through_a_server_says_it_needs_full_logits_rows(builtin_servers):
+    from conftest import one_line_error
+
+    r = run_ttc("solve", "12+7", "-s", "self-certainty", "-b", "4", "--backend", "openai", "--base-url",
+                builtin_servers[0].url)  # fmt: skip
+    one_line_error(r, 2, "self-certainty needs full logits rows")

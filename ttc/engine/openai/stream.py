@@ -160,35 +160,14 @@ class StreamedSampling:
         native = self.kind == NATIVE
         mine = stops if not native and self.kind not in SERVER_STOPS else []  # stop strings ttc looks for
         serial = self.kind == "llama-cpp-python"
-        prompt_n = self._prompt_count(prompt) if serial else None  # a request during its stream would cut it
-        rows, text, stop, killed, end, usage = TokenRows(k), "", None, False, None, None
-        with self._stream_lock if serial else nullcontext(), self.client.stream(path, body, api) as events:
-            for data in events:
-                if not isinstance(data, dict) or "error" in data:
-                    err = data.get("error") if isinstance(data, dict) else data
-                    raise TTCRuntimeError(f"server at {self.client.where} broke off a streamed completion: "
-                                          f"{_one_line(err)}")  # fmt: skip
-                try:
-                    piece, tokens, has = event_tokens(data, native)
-                except (KeyError, TypeError, ValueError, AttributeError):
-                    raise TTCRuntimeError(
-                        f"server at {self.client.where} streamed a malformed log-probability entry: {_one_line(data)}"
-                    ) from None
-                if piece and not has:
-                    raise self._no_logprobs(k)
-                text += piece
-                for lp, top in tokens:
-                    rows.add(top_confidence(top, k), lp)
-                    if watch is not None and not killed:
-                        with lock or nullcontext():
-                            killed = not watch.step(index, rows.stats())
-                hit = first_stop(text, mine) if mine else None
-                if hit is not None:
-                    text, stop, end = text[: hit[0]], hit[1], "stop"
-                    break
-                if killed:
-                    break
-                end, usage = self._event_end(data, text, stops, native, end, usage)
+        rows = TokenRows(k)
+        # llama-cpp-python cuts a stream short for any other request, this one's /tokenize included: the
+        # prompt is counted and the stream read under one lock
+        with self._stream_lock if serial else nullcontext():
+            prompt_n = self._prompt_count(prompt) if serial else None
+            with self.client.stream(path, body, api) as events:
+                read = self._read_events(events, rows, native, mine, stops, watch, lock, index)
+        text, stop, killed, end, usage = read
         reason, stop = ("killed", None) if killed else self._reason(end, stop)
         if stop is not None and params.include_stop:
             text += stop
@@ -204,6 +183,36 @@ class StreamedSampling:
             with lock or nullcontext():
                 watch.finished(index, comp)
         return comp
+
+    def _read_events(self, events, rows: TokenRows, native: bool, mine, stops, watch, lock, index: int):
+        """Read a stream's events into `rows`: (text, stop, killed, end, usage); a Watch may kill it."""
+        text, stop, killed, end, usage = "", None, False, None, None
+        for data in events:
+            if not isinstance(data, dict) or "error" in data:
+                err = data.get("error") if isinstance(data, dict) else data
+                where = self.client.where
+                raise TTCRuntimeError(f"server at {where} broke off a streamed completion: {_one_line(err)}")
+            try:
+                piece, tokens, has = event_tokens(data, native)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise TTCRuntimeError(
+                    f"server at {self.client.where} streamed a malformed log-probability entry: {_one_line(data)}"
+                ) from None
+            if piece and not has:
+                raise self._no_logprobs(rows.k)
+            text += piece
+            for lp, top in tokens:
+                rows.add(top_confidence(top, rows.k), lp)
+                if watch is not None and not killed:
+                    with lock or nullcontext():
+                        killed = not watch.step(index, rows.stats())
+            hit = first_stop(text, mine) if mine else None
+            if hit is not None:
+                return text[: hit[0]], hit[1], killed, "stop", usage
+            if killed:
+                break
+            end, usage = self._event_end(data, text, stops, native, end, usage)
+        return text, stop, killed, end, usage
 
     @staticmethod
     def _event_end(data: dict, text: str, stops: list[str], native: bool, end, usage):
