@@ -8,6 +8,9 @@
              DIR/tiny-arith-prm.gguf (f16)
     all      policy, then prm on it, then report
     report   measure the pair on the shipped 500 problems (DIR's files, else the shipped ones)
+    export-hf  the policy and PRM GGUFs (--policy, --prm; default the shipped pair) in Hugging Face format,
+             DIR/policy and DIR/prm (config.json, model.safetensors, tokenizer.json), for vLLM or
+             transformers; deterministic, under a second
     flops    the pretraining FLOPs (6 x parameters x tokens) of a policy: its training tokens up to the
              kept checkpoint (--policy-steps), replayed from the seed with the flags it was trained with
              (the revision batches estimated from the GGUF's own attempts), and DIR/policy-train.json's
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m ttc.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("what", choices=["policy", "prm", "all", "report", "flops"])
+    ap.add_argument("what", choices=["policy", "prm", "all", "report", "flops", "export-hf"])
     ap.add_argument("--out", type=Path, required=True, help="folder for checkpoints, GGUFs and reports")
     ap.add_argument("--seed", type=int, default=2, help="seed (default 2: the shipped pair)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -120,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     _add_config_args(ap, PRMConfig, "prm-")
     args = ap.parse_args(argv)
 
+    if args.what == "export-hf":
+        from .hf import export_hf
+
+        for role, path in (
+            ("policy", args.policy or MODELS_DIR / POLICY_FILE),
+            ("prm", args.prm or MODELS_DIR / PRM_FILE),
+        ):
+            _log(f"wrote {export_hf(path, args.out / role)} (from {path})")
+        return 0
     import torch
 
     torch.set_num_threads(args.threads)
