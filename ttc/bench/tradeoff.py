@@ -44,7 +44,7 @@ def parse_presets(text: str | None) -> dict[str, str]:
     if len(given) < 2:
         raise UsageError(
             f"--presets compares two or more models, got {text!r}: name them separated by commas, "
-            "e.g. --presets tiny-arith,tiny-arith-large"
+            "e.g. --presets qwen2.5-math-1.5b,my-7b.yaml"
         )
     loaded = {g: load_preset(g) for g in given}
     names = [p.name for p in loaded.values()]
@@ -66,7 +66,7 @@ def parse_preset_budgets(specs: list[str] | None, presets) -> dict[str, list[int
     for spec in specs or []:
         name, sep, budgets = spec.partition("=")
         if not sep or not name.strip():
-            raise UsageError(f"--preset-budgets takes NAME=BUDGETS (e.g. tiny-arith-large=1,2,4), got {spec!r}")
+            raise UsageError(f"--preset-budgets takes NAME=BUDGETS (e.g. my-7b=1,2,4), got {spec!r}")
         if name.strip() not in presets:
             raise UsageError(
                 f"--preset-budgets names {name.strip()!r}, which is not in --presets ({', '.join(presets)})"

@@ -129,7 +129,7 @@ def bench(
         str | None,
         typer.Option(
             "--presets",
-            help="Two or more presets (e.g. tiny-arith,tiny-arith-large): each runs in DIR/PRESET on the same "
+            help="Two or more presets (e.g. qwen2.5-math-1.5b,my-7b.yaml): each runs in DIR/PRESET on the same "
             "problems, then DIR/tradeoff.json gives the FLOPs-matched table (best accuracy within each FLOPs "
             "level, per difficulty group, and which model wins).",
         ),
@@ -139,7 +139,7 @@ def bench(
         typer.Option(
             "--preset-budgets",
             metavar="NAME=BUDGETS",
-            help="Other budgets for one of --presets (e.g. tiny-arith-large=1,2,4,8,16). Repeatable.",
+            help="Other budgets for one of --presets (e.g. my-7b=1,2,4,8,16). Repeatable.",
         ),
     ] = None,
     model: ModelOpt = None,
