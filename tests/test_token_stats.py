@@ -42,7 +42,9 @@ def reference(engine, prompt: str, tokens: list[int], k: int = K) -> dict[str, n
     }
 
 
-def check_against_reference(engine, prompt: str, outs, tol: float = 1e-4) -> None:
+# The reference re-evaluates the tokens in another decode layout, whose float32 logits differ slightly: on
+# this machine's llama-cpp-python build (-march=x86-64, 2026-12-02) confidence differed by up to 1.4e-4.
+def check_against_reference(engine, prompt: str, outs, tol: float = 5e-4) -> None:
     for c in outs:
         assert c.stats is not None and len(c.stats.confidence) == c.n_generated == len(c.tokens)
         ref = reference(engine, prompt, c.tokens)
