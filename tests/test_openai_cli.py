@@ -32,7 +32,8 @@ def test_a_remote_policy_with_the_builtin_prm_runs_it_in_process_with_one_note(b
     there = json.loads(served.stdout)
     assert there["answer"] == here["answer"]
     for a, b in zip(there["candidates"], here["candidates"]):
-        assert a["text"] == b["text"] and np.allclose(a["scores"], b["scores"], atol=1e-4)
+        # two llama.cpp contexts laid out differently (server, in-process): 1.1e-4 seen on one machine's build
+        assert a["text"] == b["text"] and np.allclose(a["scores"], b["scores"], atol=5e-4)
     quiet = run_ttc(*solve, *remote, "--prm-base-url", "in-process")
     assert quiet.returncode == 0 and quiet.stderr == b"" and json.loads(quiet.stdout)["answer"] == here["answer"]
     # a local policy with the PRM on a server
