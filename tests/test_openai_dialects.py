@@ -262,7 +262,11 @@ def test_urls_and_settings():
         split_base_url("h:8000")
     preset = Preset(name="p", model="policy.gguf", backend=BackendConfig(kind="openai", base_url="http://a/v1"))
     spec = remote_spec(ModelOptions(), preset, "policy", "policy.gguf")
-    assert spec.base_url == "http://a/v1" and spec.concurrency == 32
+    assert spec.base_url == "http://a/v1" and spec.concurrency == 32 and spec.dialect == "auto"
+    plain = Preset(name="p", backend=BackendConfig(kind="openai", base_url="http://a/v1", dialect="plain"))
+    assert remote_spec(ModelOptions(), plain, "policy", "x").dialect == "plain"
+    with pytest.raises(UsageError, match="backend.dialect must be 'auto' or 'plain', got 'fast'"):
+        remote_spec(ModelOptions(), Preset(name="p", backend=BackendConfig(dialect="fast")), "policy", "x")
     assert remote_spec(ModelOptions(backend="llama"), preset, "policy", "x") is None  # flags win
     assert remote_spec(ModelOptions(base_url="http://b/v1"), preset, "policy", "x").base_url == "http://b/v1"
     prm = remote_spec(ModelOptions(), preset, "prm", "prm.gguf")

@@ -91,6 +91,8 @@ class BackendConfig:
     concurrency: int = 32  # requests in flight at once, per server
     timeout_s: float = 300.0  # read timeout of one request
     max_retries: int = 4  # retries on 429, 5xx and connection errors, with exponential backoff
+    dialect: str = "auto"  # auto: each server's better requests (vLLM: prompt lists, n, prompt_logprobs,
+    # return_token_ids) | plain: only what every server takes (one request per prompt and per step tag)
 
 
 @dataclass(frozen=True)

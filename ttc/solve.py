@@ -310,7 +310,7 @@ def load_engine(models: ModelOptions, preset: Preset, ref: str, base_dir: Path |
 
         return OpenAIEngine(
             spec.base_url, spec.served_model, model_hint=spec.model_hint, require_hint=spec.require_hint,
-            concurrency=spec.concurrency, timeout_s=spec.timeout_s, max_retries=spec.max_retries,
+            concurrency=spec.concurrency, timeout_s=spec.timeout_s, max_retries=spec.max_retries, dialect=spec.dialect,
             local_model=local_copy(ref, base_dir),
         )  # fmt: skip
     from .engine.llama import LlamaEngine

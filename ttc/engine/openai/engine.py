@@ -10,6 +10,9 @@ prompts, chat templates included, so the server only continues text.
              SGLang's documentation advises against n > 1, so it gets separate requests), else one request
              per continuation, run concurrently up to the concurrency limit. Continuation i gets the same
              seed as in-process (`derive_seed(seed, i)`); a request with n choices gets the seed of its first.
+             vLLM also gets the continuations of several prompts (the branches of a search) in few requests:
+             copies of one prompt as that prompt with n, distinct prompts as a list; `return_token_ids` gives
+             each choice's own token count (else one `usage` sum is shared out by text length).
   branches   a client-side BranchSet (ttc.engine.openai.branches): each branch is the prompt plus the
              pieces appended to it. `extend` sends prompt + branch text with stop=[delimiter] (the server
              strips the stop; ttc re-appends it when include_stop); `fork` copies the pieces. The KV reuse
@@ -25,6 +28,8 @@ prompts, chat templates included, so the server only continues text.
              that returns no log-probabilities, or ignores logit_bias, is a one-line error.
   tokens     the server's tokenizer: /tokenize (vLLM, SGLang, llama-server) or /extras/tokenize
              (llama-cpp-python); step positions are token indices, so scoring needs one.
+  dialect    backend.dialect: plain keeps to what every server takes (no n, no prompt lists, no
+             prompt_logprobs, no return_token_ids): the "before" of the measured requests per problem.
   usage      prompt and completion tokens from each answer's `usage` (less prompt tokens served from the
              prefix cache when the server reports them), one decode call per request, wall time measured
              here. `usage` is kept per thread, so concurrent problems (ttc bench --concurrency) each see
@@ -77,6 +82,7 @@ class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
         backoff_s: float = 0.5,
         api_key: str | None = None,
         local_model: str | None = None,
+        dialect: str = "auto",
     ):
         self.client = ServerClient(base_url, concurrency, timeout_s, max_retries, backoff_s, api_key)
         try:
@@ -90,6 +96,7 @@ class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
         except BaseException:
             self.client.close()
             raise
+        self.plain = dialect == "plain"  # only the requests every server takes (backend.dialect: plain)
         self.info = ModelInfo(
             name=self.served,
             path=self.client.where,
@@ -229,6 +236,8 @@ class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
     # -- generation -------------------------------------------------------------------------------------------
     def _uses_n(self) -> bool:
         """Does one request with n return n choices? Asked once (SGLang: no, by its documentation's advice)."""
+        if self.plain:
+            return False
         with self._probe_lock:
             if self._n_ok is None and self.kind != "sglang":
                 body = {"model": self.served, "prompt": "1", "max_tokens": 2, "n": 2, "temperature": 1.0}
@@ -257,8 +266,9 @@ class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
             body["ignore_eos"] = True
         return body
 
-    def _generate(self, prompt: str, params: SamplingParams, n: int, seed: int, acct: Usage) -> list[Completion]:
-        """One request: n continuations of `prompt` (a streamed one with n=1 when statistics are asked)."""
+    def _generate(self, prompt, params: SamplingParams, n: int, seed: int, acct: Usage) -> list[Completion]:
+        """One request: n continuations of `prompt` (a streamed one with n=1 when statistics are asked); a list
+        of prompts (vLLM) gives n continuations of each, prompt by prompt."""
         if params.stats_top_k > 0:
             return [self.stream_one(prompt, params, seed, acct)]
         stops = [s for s in params.stop if s]
@@ -272,22 +282,30 @@ class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
         }
         if n > 1:
             body["n"] = n
+        ids = self.kind == "vllm" and not self.plain
+        if ids:  # each choice's own token count (and its tokens), rather than one sum shared out by length
+            body["return_token_ids"] = True
         if stops:
             body["stop"] = stops
             if self.kind in ("llama-cpp-python", "openai"):  # no stop_reason: tell stop from EOS by the tokens
                 body["logprobs"] = 0 if self.kind == "llama-cpp-python" else 1
         data = self.client.json("POST", "/completions", body)
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
-        if len(choices) != n:
-            raise TTCRuntimeError(f"server at {self.client.where} returned {len(choices)} completions for n={n}")
+        want = n * (len(prompt) if isinstance(prompt, list) else 1)
+        if len(choices) != want:
+            raise TTCRuntimeError(f"server at {self.client.where} returned {len(choices)} completions for {want}")
         prompt_n, generated = usage_counts(data)
         self._charge(acct, prompt_n, generated)
-        counts = split_count(generated, [c.get("text") or "" for c in choices])
+        if ids and all(isinstance(c.get("token_ids"), list) for c in choices):
+            counts = [len(c["token_ids"]) for c in choices]
+        else:
+            counts = split_count(generated, [c.get("text") or "" for c in choices])
         return [self._completion(c, stops, params.include_stop, k) for c, k in zip(choices, counts)]
 
     @staticmethod
     def _completion(choice: dict, stops: list[str], include_stop: bool, n_generated: int) -> Completion:
         text, stop = choice.get("text") or "", None
+        tokens = [int(t) for t in choice.get("token_ids") or []]  # vLLM's return_token_ids (stop tokens included)
         if choice.get("finish_reason") == "stop":
             stop = choice_stop(choice, text, stops)
             reason = "stop" if stop is not None else "eos"
@@ -295,7 +313,7 @@ class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
                 text += stop
         else:
             reason = "length"
-        return Completion(text=text, tokens=[], finish_reason=reason, stop=stop, n_generated=n_generated)
+        return Completion(text=text, tokens=tokens, finish_reason=reason, stop=stop, n_generated=n_generated)
 
     def _generate_native(self, prompt, params, seed, stops, acct) -> Completion:
         """llama-server's own /completion, which says whether a stop string or EOS ended the text."""
@@ -316,6 +334,8 @@ class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
     def generate_many(self, prompts: list[str], params: SamplingParams, first_index: int = 0) -> list[Completion]:
         """One continuation of each prompt, concurrently; prompt j samples with seed (params.seed, first_index + j)."""
         acct = self.usage
+        if self.kind == "vllm" and not self.plain and len(prompts) > 1 and params.stats_top_k == 0:
+            return self._generate_grouped(prompts, params, first_index, acct)
         jobs = list(enumerate(prompts))
 
         def one(j):
@@ -323,6 +343,38 @@ class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
 
         done = self._map(one, jobs)
         return [c for cs in done for c in cs]
+
+    def _generate_grouped(self, prompts: list[str], params: SamplingParams, first_index: int, acct) -> list:
+        """vLLM: the prompts in few requests. Copies of one prompt (the forks of a search) are one prompt with
+        `n` (vLLM gives choice i the seed + i, so copies differ), and prompts wanting the same n go together
+        as a list; at temperature 0, where vLLM refuses n > 1, every prompt goes once. A request gets the
+        seed of its first prompt."""
+        groups: dict[str, list[int]] = {}
+        for j, p in enumerate(prompts):
+            groups.setdefault(p, []).append(j)
+        if params.temperature <= 0:
+            batches = [(1, [[j] for j in range(len(prompts))])]
+        else:
+            by_n: dict[int, list[list[int]]] = {}
+            for where in groups.values():
+                by_n.setdefault(len(where), []).append(where)
+            batches = sorted(by_n.items())
+        jobs = []
+        for n, members in batches:
+            per = max(1, N_PER_REQUEST // n)  # about N_PER_REQUEST choices per request
+            jobs += [(n, members[i : i + per]) for i in range(0, len(members), per)]
+
+        def one(job):
+            n, members = job
+            seed = derive_seed(params.seed, first_index + min(members[0]))
+            return self._generate([prompts[m[0]] for m in members], params, n, seed, acct)
+
+        out: list[Completion | None] = [None] * len(prompts)
+        for (n, members), comps in zip(jobs, self._map(one, jobs)):
+            for k, where in enumerate(members):
+                for i, j in enumerate(where):
+                    out[j] = comps[k * n + i]
+        return out
 
     def sample(self, prompt: str, n: int, params: SamplingParams, watch: Watch | None = None) -> list[Completion]:
         if n < 1:

@@ -3,8 +3,10 @@ a classifier head's per-token class probabilities from vLLM's pooling API.
 
 A request for the text up to the position with `max_tokens=1`, `logprobs` and an equal `logit_bias` on the
 asked tokens (their ratio stays exact, and they become the only candidates, so they are in the top k); a token
-a server still leaves out of its top k is read by a second request biased towards it alone. `PRMScoring` is
-mixed into OpenAIEngine and uses only what it names below of it.
+a server still leaves out of its top k is read by a second request biased towards it alone. vLLM takes lists
+of prompts, so the prompts of one call go up to BATCH per request; and whole solutions (`logprobs_at`) are
+scored from its `prompt_logprobs`, one request for up to BATCH solutions rather than one per step tag.
+`PRMScoring` is mixed into OpenAIEngine and uses only what it names below of it.
 
 `pooled_rows` posts token ids to vLLM's `POST /pooling` (the shape of vLLM's PoolingRequest / PoolingResponse,
 vllm/entrypoints/openai/protocol.py in v0.9-v0.10, vllm/entrypoints/pooling/pooling/protocol.py later):
@@ -29,11 +31,14 @@ from .http import top_logprobs, usage_counts
 
 TOKEN_PROMPTS = ("vllm", "sglang", "llama-server")  # servers that take prompts as token ids
 BIAS = 100.0  # logit bias that makes the asked tokens the only candidates
+BATCH = 16  # prompts per scoring request where the server takes a list of them (vLLM)
 
 
 class PRMScoring:
-    """Log-probabilities at positions for an engine with `kind`, `client`, `served`, `usage`, `tokenize`,
+    """Log-probabilities at positions for an engine with `kind`, `plain`, `client`, `served`, `usage`, `tokenize`,
     `detokenize`, `token_text`, `timed`, `_charge` and `_map` (OpenAIEngine)."""
+
+    whole_ok = True  # the server answers prompt_logprobs (set False on the first answer without them)
 
     def render(self, pieces: Sequence) -> str | list[int]:
         """A prompt from pieces (text, or tuples of token ids), as the server takes it: token ids where it
@@ -45,9 +50,10 @@ class PRMScoring:
             return ids
         return "".join(p if isinstance(p, str) else self.detokenize(p) for p in pieces)
 
-    def _score(self, prompt, token_ids: Sequence[int], acct: Usage) -> np.ndarray:
-        """log P(token_ids) of the token after `prompt` (see the module docstring)."""
-        chosen, top = self._score_request(prompt, token_ids, acct)
+    def _score(self, prompt, token_ids: Sequence[int], acct: Usage, answer=None) -> np.ndarray:
+        """log P(token_ids) of the token after `prompt` (see the module docstring); `answer`: the (chosen, top)
+        of a request already made for it."""
+        chosen, top = answer or self._score_request(prompt, token_ids, acct)
         values: dict[int, float] = {}
         for key, lp in ([chosen] if chosen else []) + top:
             t = self._token_of(key, token_ids)
@@ -64,6 +70,11 @@ class PRMScoring:
         return np.array([values[t] for t in token_ids], dtype=np.float64)
 
     def _score_request(self, prompt, token_ids: Sequence[int], acct: Usage):
+        return self._score_requests([prompt], token_ids, acct)[0]
+
+    def _score_requests(self, prompts: list, token_ids: Sequence[int], acct: Usage) -> list:
+        """(chosen, top) after each prompt, from one request (a list of prompts: vLLM)."""
+        prompt = prompts[0] if len(prompts) == 1 else prompts
         k = min(20, max(5, len(token_ids)))
         body = {"model": self.served, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": k}
         if self.kind == "llama-server":
@@ -74,14 +85,21 @@ class PRMScoring:
             body["return_tokens_as_token_ids"] = True
         data = self.client.json("POST", "/completions", body)
         self._charge(acct, usage_counts(data)[0], 0)  # the one forced token is not a generation
-        choices = data.get("choices") or [{}]
-        chosen, top = top_logprobs(choices[0])
-        if chosen is None and not top:
+        choices = sorted(data.get("choices") or [{}], key=lambda c: c.get("index", 0))
+        if len(choices) != len(prompts):
             raise TTCRuntimeError(
-                f"server at {self.client.where} returned no log-probabilities (logprobs on /v1/completions); "
-                "the PRM needs them"
+                f"server at {self.client.where} answered {len(choices)} choices for {len(prompts)} prompts"
             )
-        return chosen, top
+        out = []
+        for choice in choices:
+            chosen, top = top_logprobs(choice)
+            if chosen is None and not top:
+                raise TTCRuntimeError(
+                    f"server at {self.client.where} returned no log-probabilities (logprobs on /v1/completions); "
+                    "the PRM needs them"
+                )
+            out.append((chosen, top))
+        return out
 
     def _token_of(self, key, candidates: Sequence[int]) -> int | None:
         if isinstance(key, int):
@@ -96,6 +114,13 @@ class PRMScoring:
     def scores_at(self, prompts: list[list], token_ids: Sequence[int]) -> list[np.ndarray]:
         """For each prompt (a list of pieces): log P(token_ids) of the next token; concurrent."""
         acct = self.usage
+        if self.kind == "vllm" and not self.plain and len(prompts) > 1:  # vLLM takes a list of prompts
+            rendered = self._map(self.render, prompts)
+            chunks = [rendered[i : i + BATCH] for i in range(0, len(rendered), BATCH)]
+            answers = [
+                a for part in self._map(lambda c: self._score_requests(c, token_ids, acct), chunks) for a in part
+            ]
+            return self._map(lambda job: self._score(job[0], token_ids, acct, job[1]), list(zip(rendered, answers)))
         return self._map(lambda pieces: self._score(self.render(pieces), token_ids, acct), prompts)
 
     def logprobs_at(self, prefix, suffixes, positions, token_ids) -> list[np.ndarray]:
@@ -103,14 +128,78 @@ class PRMScoring:
             head = tuple(prefix) if isinstance(prefix, list) else prefix
             out = [np.zeros((len(pos), len(token_ids)), dtype=np.float64) for pos in positions]
             jobs, where = [], []
-            for i, (s, pos) in enumerate(zip(suffixes, positions)):
-                ids = tuple(s) if isinstance(s, list) else tuple(self.tokenize(s, add_bos=False))
+            suffix_ids = [tuple(s) if isinstance(s, list) else tuple(self.tokenize(s, add_bos=False)) for s in suffixes]
+            if self.kind == "vllm" and not self.plain and self.whole_ok:  # vLLM's prompt_logprobs: whole solutions
+                acct = self.usage
+                jobs_all = [(ids, pos) for ids, pos in zip(suffix_ids, positions)]
+                chunks = [jobs_all[i : i + BATCH] for i in range(0, len(jobs_all), BATCH)]
+                whole = [
+                    r for part in self._map(lambda c: self._score_whole(head, c, token_ids, acct), chunks) for r in part
+                ]
+                for i, rows in enumerate(whole):
+                    for k, row in enumerate(rows):
+                        if row is None:  # a token outside the top k there: the biased request
+                            ids, p = suffix_ids[i], positions[i][k]
+                            jobs.append([head, ids[: position(p, len(ids)) + 1]])
+                            where.append((i, k))
+                        else:
+                            out[i][k] = row
+                suffix_ids = []
+            for i, (ids, pos) in enumerate(zip(suffix_ids, positions)):
                 for k, p in enumerate(pos):
                     jobs.append([head, ids[: position(p, len(ids)) + 1]])
                     where.append((i, k))
             for (i, k), row in zip(where, self.scores_at(jobs, token_ids)):
                 out[i][k] = row
             return out
+
+    def _score_whole(self, head, jobs: list, token_ids: Sequence[int], acct: Usage) -> list[list]:
+        """log P(token_ids) after each position of whole solutions (jobs of (suffix ids, positions)), from one
+        request: vLLM's `prompt_logprobs` give the top k (keyed by token id, before any bias or temperature)
+        at every prompt token, and the one generated token's `logprobs` the top k after the last. A row is None
+        where an asked token is not in the top k (read then by a biased request)."""
+        todo = [j for j, (_, pos) in enumerate(jobs) if pos]
+        out: list[list] = [[] for _ in jobs]
+        if not todo:
+            return out
+        prompts = [self.render([head, jobs[j][0]]) for j in todo]
+        k = 20  # vLLM's --max-logprobs default
+        body = {"model": self.served, "prompt": prompts if len(prompts) > 1 else prompts[0], "max_tokens": 1}
+        body.update(temperature=0.0, logprobs=k, prompt_logprobs=k, return_tokens_as_token_ids=True)
+        data = self.client.json("POST", "/completions", body)
+        self._charge(acct, usage_counts(data)[0], 0)
+        choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+        if len(choices) != len(prompts):
+            raise TTCRuntimeError(
+                f"server at {self.client.where} answered {len(choices)} choices for {len(prompts)} prompts"
+            )
+        for j, prompt, choice in zip(todo, prompts, choices):
+            out[j] = self._rows_whole(prompt, *jobs[j], choice, token_ids)
+        return out
+
+    def _rows_whole(self, prompt: list[int], ids: tuple, pos: Sequence[int], choice: dict, token_ids) -> list:
+        offset = len(prompt) - len(ids)
+        rows_at = choice.get("prompt_logprobs")
+        if rows_at is None:  # a server that says vLLM but ignores prompt_logprobs: a request per step tag
+            self.whole_ok = False
+            return [None] * len(pos)
+        if not isinstance(rows_at, list) or len(rows_at) != len(prompt):
+            raise TTCRuntimeError(
+                f"server at {self.client.where} answered prompt_logprobs with "
+                f"{len(rows_at) if isinstance(rows_at, list) else 'no'} entries for a prompt of {len(prompt)} tokens"
+            )
+        chosen, top = top_logprobs(choice)
+        last = {key: lp for key, lp in ([chosen] if chosen else []) + top if isinstance(key, int)}
+        out: list = []
+        for p in pos:
+            q = offset + position(p, len(ids)) + 1  # the entry of the token after position p
+            if q < len(prompt):
+                entry = rows_at[q] or {}
+                found = {int(t): float(v["logprob"]) for t, v in entry.items() if isinstance(v, dict)}
+            else:
+                found = last
+            out.append(np.array([found[t] for t in token_ids]) if all(t in found for t in token_ids) else None)
+        return out
 
     def pooled_rows(self, inputs: list[list[int]], batch: int = 16) -> list[np.ndarray]:
         """For each token-id input: the rows vLLM's /pooling returns for it, an array [rows, classes]; batches of

@@ -39,6 +39,10 @@ class RemoteSpec:
     concurrency: int = 32
     timeout_s: float = 300.0
     max_retries: int = 4
+    dialect: str = "auto"
+
+
+DIALECTS = ("auto", "plain")
 
 
 def remote_spec(models, preset, role: str, ref: str) -> RemoteSpec | None:
@@ -52,6 +56,9 @@ def remote_spec(models, preset, role: str, ref: str) -> RemoteSpec | None:
     limits = {}
     if cfg is not None:
         limits = {"concurrency": cfg.concurrency, "timeout_s": cfg.timeout_s, "max_retries": cfg.max_retries}
+        if cfg.dialect not in DIALECTS:
+            raise UsageError(f"{where}: backend.dialect must be 'auto' or 'plain', got {cfg.dialect!r}")
+        limits["dialect"] = cfg.dialect
     if kind == "llama":  # the policy here; the PRM too, unless it was put on a server
         url = prm_base_url(models, preset) if role == "prm" else None
         return None if url in (None, IN_PROCESS) else RemoteSpec(url, None, model_hint=ref, **limits)
