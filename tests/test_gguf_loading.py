@@ -268,3 +268,19 @@ def test_stderr_carries_only_ttc_lines_unless_verbose(which, request, tmp_path):
     assert "llama_model_loader" in said and "llama_context" in said, said[-2000:]
     if which == "gemma":  # the line every context creation on Gemma 3 used to print
         assert "using full-size SWA cache" in said
+
+
+def test_models_load_without_extra_buffer_types_only_where_amx_would_take_them():
+    """On a CPU with AMX, llama.cpp's AMX buffers crashed decoding (Q8_0 PRM, Gemma Q4_K_M): ttc loads with
+    use_extra_bufts off there, and leaves the defaults elsewhere and after loading."""
+    import llama_cpp
+
+    from ttc.engine.llama.engine import plain_cpu_buffers
+
+    low = llama_cpp.llama_cpp
+    assert low.llama_model_default_params().use_extra_bufts is True
+    with plain_cpu_buffers(llama_cpp):
+        assert low.llama_model_default_params().use_extra_bufts is False
+    with plain_cpu_buffers(llama_cpp, when=False):
+        assert low.llama_model_default_params().use_extra_bufts is True
+    assert low.llama_model_default_params().use_extra_bufts is True

@@ -79,7 +79,7 @@ def run_speed(
     from llama_cpp import Llama
 
     from . import reference as ref
-    from .engine import LlamaEngine, gpu_layers
+    from .engine import LlamaEngine, amx_in_use, gpu_layers, plain_cpu_buffers
 
     if tokens < 1:
         raise UsageError(f"--tokens must be at least 1, got {tokens}")
@@ -98,11 +98,12 @@ def run_speed(
     engine = LlamaEngine(str(path), n_gpu_layers=n_gpu_layers, n_threads=threads)
     n_prompt = len(engine.tokenize(PROMPT))
     eog = {t: float("-inf") for t in engine.eog_tokens()}
-    baseline = Llama(
-        model_path=str(path), n_ctx=n_prompt + tokens + 16, n_threads=threads, n_threads_batch=threads,
-        n_gpu_layers=gpu_layers(n_gpu_layers),
-        verbose=False,
-    )  # fmt: skip
+    with plain_cpu_buffers(engine.lc, amx_in_use(engine.lc)):  # as the engine loads it
+        baseline = Llama(
+            model_path=str(path), n_ctx=n_prompt + tokens + 16, n_threads=threads, n_threads_batch=threads,
+            n_gpu_layers=gpu_layers(n_gpu_layers),
+            verbose=False,
+        )  # fmt: skip
     params = SamplingParams(
         temperature=sampling["temperature"], top_k=sampling["top_k"], top_p=sampling["top_p"],
         max_tokens=tokens, ignore_eos=True, seed=0,
