@@ -12,6 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from ttc.engine.llama.buffers import install_plain_cpu_buffers
+
+try:  # the tests' own llama_cpp.Llama objects (references for ttc's engine) load models as the engine does
+    import llama_cpp
+
+    install_plain_cpu_buffers(llama_cpp)
+except ImportError:
+    pass
+
 from ttc.builtin.gguf_llama import ByteVocab, GGUFSpec, LlamaShape, random_llama_tensors, write_llama_gguf
 
 REPO = Path(__file__).resolve().parents[1]

@@ -270,17 +270,19 @@ def test_stderr_carries_only_ttc_lines_unless_verbose(which, request, tmp_path):
         assert "using full-size SWA cache" in said
 
 
-def test_models_load_without_extra_buffer_types_only_where_amx_would_take_them():
+def test_models_load_in_plain_cpu_buffers_while_the_engine_loads_them():
     """On a CPU with AMX, llama.cpp's AMX buffers crashed decoding (Q8_0 PRM, Gemma Q4_K_M): ttc loads with
-    use_extra_bufts off there, and leaves the defaults elsewhere and after loading."""
+    use_extra_bufts off there; the context manager restores whatever was the default before."""
     import llama_cpp
 
-    from ttc.engine.llama.engine import plain_cpu_buffers
+    from ttc.engine.llama.buffers import amx_in_use, plain_cpu_buffers
 
     low = llama_cpp.llama_cpp
-    assert low.llama_model_default_params().use_extra_bufts is True
+    before = low.llama_model_default_params
     with plain_cpu_buffers(llama_cpp):
         assert low.llama_model_default_params().use_extra_bufts is False
+    assert low.llama_model_default_params is before
     with plain_cpu_buffers(llama_cpp, when=False):
-        assert low.llama_model_default_params().use_extra_bufts is True
-    assert low.llama_model_default_params().use_extra_bufts is True
+        assert low.llama_model_default_params is before
+    # this process (conftest) loads every model so where AMX would be used, and only there
+    assert before().use_extra_bufts is (not amx_in_use(llama_cpp))

@@ -78,9 +78,9 @@ class Server:
     def start(self) -> Server:
         import httpx
 
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
-               "--port", str(self.port), "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1",
-               "--verbose", "False"]  # fmt: skip
+        cmd = [sys.executable, str(Path(__file__).parent / "llama_server.py"), "--model", str(self.model),
+               "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", "--n_threads", "1",
+               "--n_threads_batch", "1", "--verbose", "False"]  # fmt: skip
         if self.api_key:
             cmd += ["--api_key", self.api_key]
         cmd += self.args

@@ -30,6 +30,7 @@ from ..base import Completion, Engine, ModelInfo, SamplingParams, Usage, Watch
 from ..models import check_gguf, physical_cores
 from . import llama_log
 from .branches import LlamaBranches
+from .buffers import amx_in_use, plain_cpu_buffers
 from .context import MAX_SEQ, N_BATCH, _Context
 
 SPARE_CONTEXTS = 4  # closed branch sets' contexts kept per engine for reuse
@@ -53,44 +54,6 @@ def _import_llama_cpp():
     except ImportError as e:  # pragma: no cover - a core dependency
         raise TTCRuntimeError(f"llama-cpp-python is not importable ({e}); pip install llama-cpp-python") from None
     return llama_cpp
-
-
-_LOAD_LOCK = threading.Lock()
-
-
-def amx_in_use(lc) -> bool:
-    """Would llama.cpp put quantized weights in its AMX buffer type? On a CPU with AMX (Intel Sapphire Rapids
-    and later) a build made with GGML_NATIVE does; there, decoding a Q8_0 value-head PRM and Gemma 3 270M
-    Q4_K_M crashed the process (SIGSEGV in llama_decode) with llama-cpp-python 0.3.36, and ran once the
-    weights stayed in plain CPU buffers."""
-    try:
-        return "AMX_INT8 = 1" in lc.llama_print_system_info().decode(errors="replace")
-    except Exception:
-        return False
-
-
-@contextmanager
-def plain_cpu_buffers(llama_cpp, when: bool = True):
-    """While a model loads: no extra buffer types (AMX, and the CPU repack they come with), as llama.cpp's
-    `--no-extra-bufts` does. llama-cpp-python's `Llama` takes no such argument, so its default model
-    parameters are amended while it is built (under a lock: another thread loading meanwhile gets them too)."""
-    if not when:
-        yield
-        return
-    low = llama_cpp.llama_cpp
-    default = low.llama_model_default_params
-
-    def amended():
-        params = default()
-        params.use_extra_bufts = False
-        return params
-
-    with _LOAD_LOCK:
-        low.llama_model_default_params = amended
-        try:
-            yield
-        finally:
-            low.llama_model_default_params = default
 
 
 def gpu_layers(n_gpu_layers: int | None) -> int:

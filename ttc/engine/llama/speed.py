@@ -79,7 +79,8 @@ def run_speed(
     from llama_cpp import Llama
 
     from . import reference as ref
-    from .engine import LlamaEngine, amx_in_use, gpu_layers, plain_cpu_buffers
+    from .buffers import amx_in_use, plain_cpu_buffers
+    from .engine import LlamaEngine, gpu_layers
 
     if tokens < 1:
         raise UsageError(f"--tokens must be at least 1, got {tokens}")
