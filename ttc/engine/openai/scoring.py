@@ -72,15 +72,10 @@ class PRMScoring:
     def _score_request(self, prompt, token_ids: Sequence[int], acct: Usage):
         return self._score_requests([prompt], token_ids, acct)[0]
 
-    def _score_requests(self, prompts: list, token_ids: Sequence[int], acct: Usage) -> list:
-        """(chosen, top) after each prompt, from one request (a list of prompts: vLLM)."""
-        prompt = prompts[0] if len(prompts) == 1 else prompts
-        k = min(20, max(5, len(token_ids)))
-        body = {"model": self.served, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": k}
-        if self.kind == "llama-server":
-            body["logit_bias"] = [[int(t), BIAS] for t in token_ids]
-        else:
-            body["logit_bias"] = {str(int(t)): BIAS for t in token_ids}
+    def _next_token(self, prompts: list, extra: dict, acct: Usage) -> list[dict]:
+        """The choices, in order, of one request for the one token after each prompt (a list of them: vLLM)."""
+        body = {"model": self.served, "prompt": prompts[0] if len(prompts) == 1 else prompts, "max_tokens": 1}
+        body.update(temperature=0.0, **extra)
         if self.kind == "vllm":
             body["return_tokens_as_token_ids"] = True
         data = self.client.json("POST", "/completions", body)
@@ -90,8 +85,22 @@ class PRMScoring:
             raise TTCRuntimeError(
                 f"server at {self.client.where} answered {len(choices)} choices for {len(prompts)} prompts"
             )
+        return choices
+
+    def _batched(self, fn, items: list, size: int = BATCH) -> list:
+        """fn over chunks of `size` items, concurrently; its results per item, flattened in order."""
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        return [r for part in self._map(fn, chunks) for r in part]
+
+    def _score_requests(self, prompts: list, token_ids: Sequence[int], acct: Usage) -> list:
+        """(chosen, top) after each prompt, from one request (a list of prompts: vLLM)."""
+        k = min(20, max(5, len(token_ids)))
+        if self.kind == "llama-server":
+            bias = [[int(t), BIAS] for t in token_ids]
+        else:
+            bias = {str(int(t)): BIAS for t in token_ids}
         out = []
-        for choice in choices:
+        for choice in self._next_token(prompts, {"logprobs": k, "logit_bias": bias}, acct):
             chosen, top = top_logprobs(choice)
             if chosen is None and not top:
                 raise TTCRuntimeError(
@@ -116,10 +125,7 @@ class PRMScoring:
         acct = self.usage
         if self.kind == "vllm" and not self.plain and len(prompts) > 1:  # vLLM takes a list of prompts
             rendered = self._map(self.render, prompts)
-            chunks = [rendered[i : i + BATCH] for i in range(0, len(rendered), BATCH)]
-            answers = [
-                a for part in self._map(lambda c: self._score_requests(c, token_ids, acct), chunks) for a in part
-            ]
+            answers = self._batched(lambda c: self._score_requests(c, token_ids, acct), rendered)
             return self._map(lambda job: self._score(job[0], token_ids, acct, job[1]), list(zip(rendered, answers)))
         return self._map(lambda pieces: self._score(self.render(pieces), token_ids, acct), prompts)
 
@@ -131,24 +137,18 @@ class PRMScoring:
             suffix_ids = [tuple(s) if isinstance(s, list) else tuple(self.tokenize(s, add_bos=False)) for s in suffixes]
             if self.kind == "vllm" and not self.plain and self.whole_ok:  # vLLM's prompt_logprobs: whole solutions
                 acct = self.usage
-                jobs_all = [(ids, pos) for ids, pos in zip(suffix_ids, positions)]
-                chunks = [jobs_all[i : i + BATCH] for i in range(0, len(jobs_all), BATCH)]
-                whole = [
-                    r for part in self._map(lambda c: self._score_whole(head, c, token_ids, acct), chunks) for r in part
-                ]
-                for i, rows in enumerate(whole):
-                    for k, row in enumerate(rows):
-                        if row is None:  # a token outside the top k there: the biased request
-                            ids, p = suffix_ids[i], positions[i][k]
-                            jobs.append([head, ids[: position(p, len(ids)) + 1]])
-                            where.append((i, k))
-                        else:
-                            out[i][k] = row
-                suffix_ids = []
-            for i, (ids, pos) in enumerate(zip(suffix_ids, positions)):
-                for k, p in enumerate(pos):
-                    jobs.append([head, ids[: position(p, len(ids)) + 1]])
-                    where.append((i, k))
+                whole = self._batched(
+                    lambda c: self._score_whole(head, c, token_ids, acct), list(zip(suffix_ids, positions))
+                )
+            else:
+                whole = [[None] * len(pos) for pos in positions]
+            for i, (ids, pos, rows) in enumerate(zip(suffix_ids, positions, whole)):
+                for k, (p, row) in enumerate(zip(pos, rows)):
+                    if row is not None:
+                        out[i][k] = row
+                    else:  # one request per position, biased towards the asked tokens
+                        jobs.append([head, ids[: position(p, len(ids)) + 1]])
+                        where.append((i, k))
             for (i, k), row in zip(where, self.scores_at(jobs, token_ids)):
                 out[i][k] = row
             return out
@@ -164,15 +164,7 @@ class PRMScoring:
             return out
         prompts = [self.render([head, jobs[j][0]]) for j in todo]
         k = 20  # vLLM's --max-logprobs default
-        body = {"model": self.served, "prompt": prompts if len(prompts) > 1 else prompts[0], "max_tokens": 1}
-        body.update(temperature=0.0, logprobs=k, prompt_logprobs=k, return_tokens_as_token_ids=True)
-        data = self.client.json("POST", "/completions", body)
-        self._charge(acct, usage_counts(data)[0], 0)
-        choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
-        if len(choices) != len(prompts):
-            raise TTCRuntimeError(
-                f"server at {self.client.where} answered {len(choices)} choices for {len(prompts)} prompts"
-            )
+        choices = self._next_token(prompts, {"logprobs": k, "prompt_logprobs": k}, acct)
         for j, prompt, choice in zip(todo, prompts, choices):
             out[j] = self._rows_whole(prompt, *jobs[j], choice, token_ids)
         return out
@@ -205,7 +197,6 @@ class PRMScoring:
         """For each token-id input: the rows vLLM's /pooling returns for it, an array [rows, classes]; batches of
         `batch` inputs per request, concurrently. A malformed answer is a one-line TTCRuntimeError."""
         acct = self.usage
-        chunks = [inputs[i : i + batch] for i in range(0, len(inputs), batch)]
 
         def one(chunk: list[list[int]]) -> list[np.ndarray]:
             body = {"model": self.served, "input": [list(map(int, x)) for x in chunk], "encoding_format": "float"}
@@ -213,7 +204,7 @@ class PRMScoring:
             return self._rows_of(data, chunk, acct)
 
         with self.timed():
-            return [rows for part in self._map(one, chunks) for rows in part]
+            return self._batched(one, inputs, batch)
 
     def _rows_of(self, data, chunk: list[list[int]], acct: Usage) -> list[np.ndarray]:
         where = f"server at {self.client.where} answered POST /pooling"
