@@ -279,7 +279,7 @@ def test_models_load_in_plain_cpu_buffers_while_the_engine_loads_them():
 
     low = llama_cpp.llama_cpp
     before = low.llama_model_default_params
-    with plain_cpu_buffers(llama_cpp):
+    with plain_cpu_buffers(llama_cpp, when=True):
         assert low.llama_model_default_params().use_extra_bufts is False
     assert low.llama_model_default_params is before
     with plain_cpu_buffers(llama_cpp, when=False):

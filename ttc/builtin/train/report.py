@@ -23,9 +23,9 @@ def llama_cpp_greedy(gguf_path: str | Path, problems: list[str], threads: int = 
     """Greedy solutions from the GGUF through llama_cpp.Llama.create_completion (temperature 0)."""
     import llama_cpp
 
-    from ...engine.llama.buffers import amx_in_use, plain_cpu_buffers
+    from ...engine.llama.buffers import plain_cpu_buffers
 
-    with plain_cpu_buffers(llama_cpp, amx_in_use(llama_cpp)):  # as the engine loads it
+    with plain_cpu_buffers(llama_cpp):  # as the engine loads it
         llm = llama_cpp.Llama(str(gguf_path), n_ctx=512, n_threads=threads, n_batch=512, verbose=False)
     out = []
     for p in problems:

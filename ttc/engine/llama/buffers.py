@@ -26,11 +26,12 @@ def amx_in_use(lc) -> bool:
 
 
 @contextmanager
-def plain_cpu_buffers(llama_cpp, when: bool = True):
+def plain_cpu_buffers(llama_cpp, when: bool | None = None):
     """While a model loads: no extra buffer types (AMX, and the CPU repack they come with), as llama.cpp's
-    `--no-extra-bufts` does. llama-cpp-python's `Llama` takes no such argument, so its default model
-    parameters are amended while it is built (under a lock: another thread loading meanwhile gets them too)."""
-    if not when:
+    `--no-extra-bufts` does; `when` None: where AMX would be used. llama-cpp-python's `Llama` takes no such
+    argument, so its default model parameters are amended while it is built (under a lock: another thread
+    loading meanwhile gets them too)."""
+    if not (amx_in_use(llama_cpp) if when is None else when):
         yield
         return
     low = llama_cpp.llama_cpp

@@ -30,7 +30,7 @@ from ..base import Completion, Engine, ModelInfo, SamplingParams, Usage, Watch
 from ..models import check_gguf, physical_cores
 from . import llama_log
 from .branches import LlamaBranches
-from .buffers import amx_in_use, plain_cpu_buffers
+from .buffers import plain_cpu_buffers
 from .context import MAX_SEQ, N_BATCH, _Context
 
 SPARE_CONTEXTS = 4  # closed branch sets' contexts kept per engine for reuse
@@ -92,7 +92,7 @@ class LlamaEngine(Engine):
 
         llama_log.errors.clear()
         try:
-            with plain_cpu_buffers(lc, amx_in_use(lc)):
+            with plain_cpu_buffers(lc):
                 self.llm = Llama(
                     model_path=str(path), n_gpu_layers=ngl, n_ctx=min(256, n_ctx_train), n_batch=256,
                     n_threads=self.n_threads,

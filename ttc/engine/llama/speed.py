@@ -79,7 +79,7 @@ def run_speed(
     from llama_cpp import Llama
 
     from . import reference as ref
-    from .buffers import amx_in_use, plain_cpu_buffers
+    from .buffers import plain_cpu_buffers
     from .engine import LlamaEngine, gpu_layers
 
     if tokens < 1:
@@ -99,7 +99,7 @@ def run_speed(
     engine = LlamaEngine(str(path), n_gpu_layers=n_gpu_layers, n_threads=threads)
     n_prompt = len(engine.tokenize(PROMPT))
     eog = {t: float("-inf") for t in engine.eog_tokens()}
-    with plain_cpu_buffers(engine.lc, amx_in_use(engine.lc)):  # as the engine loads it
+    with plain_cpu_buffers(engine.lc):  # as the engine loads it
         baseline = Llama(
             model_path=str(path), n_ctx=n_prompt + tokens + 16, n_threads=threads, n_threads_batch=threads,
             n_gpu_layers=gpu_layers(n_gpu_layers),
