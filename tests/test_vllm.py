@@ -193,7 +193,8 @@ def test_a_bench_through_vllm_resumes_after_the_policy_server_is_killed_and_rest
         new = vllm_servers.start(servers["python"], Path(servers["hf"]) / "policy", pol["name"], pol["port"], run_dir)
         vllm_servers.wait_ready(pol["url"], new, run_dir / f"{pol['name']}.log")
     r = subprocess.run(cmd + ["--resume"], cwd=REPO, env=env, capture_output=True, timeout=600)
-    assert r.returncode == 0, r.stderr.decode()[-1000:]
+    log = (run_dir / f"{pol['name']}.log").read_text(errors="replace").splitlines()[-20:]
+    assert r.returncode == 0, r.stderr.decode()[-1000:] + "\nrestarted server's log:\n" + "\n".join(log)
     recs = [json.loads(x) for x in samples.read_text().splitlines() if x.strip()]
     ids = [x["id"] for x in recs]
     assert len(ids) == 32 == len(set(ids)), "records lost or repeated"

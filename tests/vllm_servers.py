@@ -96,9 +96,18 @@ def alive(pid: int) -> bool:
         return True
 
 
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop(pid: int, grace_s: float = 20.0) -> None:
-    """SIGTERM to the server's process group (API server, engine core, worker), SIGKILL after grace_s."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+    """SIGTERM to the server's process group (API server, engine core, worker), SIGKILL after grace_s; returns
+    once no process of the group is left (a straggler could still hold the port a restart listens on)."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
@@ -109,7 +118,9 @@ def stop(pid: int, grace_s: float = 20.0) -> None:
                 try:
                     os.killpg(pid, signal.SIGKILL)  # stragglers of the group
                 except ProcessLookupError:
-                    pass
+                    return
+                while group_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.2)
                 return
             time.sleep(0.2)
 
