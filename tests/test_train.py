@@ -264,7 +264,7 @@ def _resume_config(**kw):
         revision_refresh=2, revision_problems=12, revision_batch=4, eval_start=4, eval_every=2, val_per_ops=1,
         val_samples=2, reselect_top=1, checkpoint_every=2, compile=False, lr=3e-3,
     )  # fmt: skip
-    return PolicyConfig(seed=3, **{**small, **kw})
+    return PolicyConfig(**{"seed": 3, **small, **kw})
 
 
 def test_policy_training_killed_and_resumed_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
@@ -288,3 +288,23 @@ def test_policy_training_killed_and_resumed_ends_with_the_weights_of_an_uninterr
         assert torch.equal(pa, pb), name
     with pytest.raises(SystemExit, match="another config .*lr"):  # a resume with other flags is refused
         train_policy(_resume_config(lr=1e-3), tmp_path / "cut", log=lambda m: None)
+
+
+def test_a_warm_started_stage_begins_from_the_checkpoint_and_refuses_another_shape(tmp_path):
+    from ttc.builtin.train.common import load_checkpoint
+    from ttc.builtin.train.policy import train_policy
+
+    torch.set_num_threads(1)
+    train_policy(_resume_config(steps=3, eval_start=2), tmp_path / "one", log=lambda m: None)
+    first = tmp_path / "one" / "policy-last.pt"
+    said = []  # lr 0: a stage that trains nothing must end with exactly the weights it started from
+    train_policy(
+        _resume_config(seed=4, init=str(first), lr=0.0, steps=3, eval_start=2), tmp_path / "two", log=said.append
+    )
+    assert any("warm start from" in m for m in said)
+    a, _ = load_checkpoint(first)
+    b, _ = load_checkpoint(tmp_path / "two" / "policy-last.pt")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    with pytest.raises(SystemExit, match="another shape"):
+        train_policy(_resume_config(init=str(first), n_embd=64), tmp_path / "three", log=lambda m: None)

@@ -76,6 +76,9 @@ class PolicyConfig:
     target_eight: float = 0.45
     target_low: float = 0.45
     target_high: float = 0.70
+    # Warm start (a second stage): a policy checkpoint (.pt) whose weights replace the random init; the
+    # optimizer, schedule and data streams start fresh (give the stage its own --seed for new problems).
+    init: str = ""
 
 
 # The larger built-in policy (`--size large`): 8.2x the parameters, the same recipe and tokenizer, and a
@@ -296,6 +299,12 @@ def train_policy(cfg: PolicyConfig, out: Path, log=print, resume: bool = True, s
     from .model import Llama
 
     model = Llama(shape)
+    if cfg.init:
+        warm, _ = load_checkpoint(cfg.init)
+        if warm.shape != shape:
+            raise SystemExit(f"{cfg.init} holds a policy of another shape ({warm.shape}), not {shape}")
+        model.load_state_dict(warm.state_dict())
+        log(f"policy: warm start from {cfg.init}")
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     start, history, pools, tokens = 0, [], {}, 0
     if state:
