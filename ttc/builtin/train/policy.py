@@ -14,8 +14,9 @@ mistakes test-time compute can repair.
 from __future__ import annotations
 
 import json
+import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..arith import iter_problems
@@ -76,8 +77,9 @@ class PolicyConfig:
     target_eight: float = 0.45
     target_low: float = 0.45
     target_high: float = 0.70
-    # Warm start (a second stage): a policy checkpoint (.pt) whose weights replace the random init; the
-    # optimizer, schedule and data streams start fresh (give the stage its own --seed for new problems).
+    # Warm start (a second stage): a policy checkpoint (.pt) or an exported policy (.gguf, e.g. a shipped one;
+    # f16 weights) whose weights replace the random init; the optimizer, schedule and data streams start fresh
+    # (give the stage its own --seed for new problems).
     init: str = ""
 
 
@@ -300,8 +302,16 @@ def train_policy(cfg: PolicyConfig, out: Path, log=print, resume: bool = True, s
 
     model = Llama(shape)
     if cfg.init:
-        warm, _ = load_checkpoint(cfg.init)
-        if warm.shape != shape:
+        if cfg.init.endswith(".gguf"):
+            from .export import load_gguf_model
+
+            warm = load_gguf_model(cfg.init)
+        else:
+            warm, _ = load_checkpoint(cfg.init)
+        # a GGUF stores the float fields as float32 (rms_eps 1e-5 comes back as 9.99999975e-06)
+        if replace(warm.shape, rms_eps=shape.rms_eps) != shape or not math.isclose(
+            warm.shape.rms_eps, shape.rms_eps, rel_tol=1e-6
+        ):
             raise SystemExit(f"{cfg.init} holds a policy of another shape ({warm.shape}), not {shape}")
         model.load_state_dict(warm.state_dict())
         log(f"policy: warm start from {cfg.init}")
