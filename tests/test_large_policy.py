@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ttc.builtin.arith import count_ops, evaluate, parse_boxed, read_dataset
+from ttc.builtin.arith import count_ops, read_dataset
 from ttc.presets import load_preset
 
 MODELS = Path(__file__).resolve().parent.parent / "ttc" / "models"
@@ -72,13 +72,14 @@ def test_greedy_through_llama_cpp_is_greedy_in_torch_on_the_shipped_file(greedy_
 
 
 def test_the_large_policy_beats_the_small_one_at_greedy_and_is_still_imperfect_on_long_sums(greedy_large):
+    from ttc.builtin.train.evaluate import is_correct
     from ttc.builtin.train.report import llama_cpp_greedy
 
     problems = PROBLEMS[:200]
     small = llama_cpp_greedy(SMALL, problems)
 
     def right(texts, keep=lambda p: True):
-        ok = [parse_boxed(t) == evaluate(p) for p, t in zip(problems, texts) if keep(p)]
+        ok = [is_correct(p, t) for p, t in zip(problems, texts) if keep(p)]
         return sum(ok), len(ok)
 
     (large_ok, n), (small_ok, _) = right(greedy_large), right(small)

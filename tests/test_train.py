@@ -303,9 +303,12 @@ def test_a_warm_started_stage_begins_from_the_checkpoint_and_refuses_another_sha
     )
     assert any("warm start from" in m for m in said)
     a, _ = load_checkpoint(first)
-    b, _ = load_checkpoint(tmp_path / "two" / "policy-last.pt")
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(pa, pb), name
+
+    def assert_same_weights(b):
+        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(pa, pb), name
+
+    assert_same_weights(load_checkpoint(tmp_path / "two" / "policy-last.pt")[0])
     # an exported policy (a shipped GGUF) warm-starts a stage the same way; f32 export: the same weights
     from ttc.builtin.train.export import export_gguf
 
@@ -313,9 +316,7 @@ def test_a_warm_started_stage_begins_from_the_checkpoint_and_refuses_another_sha
     train_policy(
         _resume_config(seed=5, init=str(exported), lr=0.0, steps=3, eval_start=2), tmp_path / "four", log=said.append
     )
-    c, _ = load_checkpoint(tmp_path / "four" / "policy-last.pt")
-    for (name, pa), pc in zip(a.state_dict().items(), c.state_dict().values()):
-        assert torch.equal(pa, pc), name
+    assert_same_weights(load_checkpoint(tmp_path / "four" / "policy-last.pt")[0])
     with pytest.raises(SystemExit, match="another shape"):
         train_policy(_resume_config(init=str(first), n_embd=64), tmp_path / "three", log=lambda m: None)
     with pytest.raises(SystemExit, match="another shape"):

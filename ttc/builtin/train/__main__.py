@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from .common import load_checkpoint
-    from .export import export_gguf, load_gguf_model
+    from .export import export_gguf, load_gguf_model, load_weights
     from .policy import train_policy
     from .prm import train_prm
     from .report import full_report, save_report
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"prm: samples from {policy_path}, warm start from {init_path}")
         init = None
         if init_path != "scratch":
-            init = load_gguf_model(init_path) if init_path.endswith(".gguf") else load_checkpoint(init_path)[0]
+            init = load_weights(init_path)
         rep = train_prm(cfg, load_gguf_model(policy_path), init, out, _log)
         model, _ = load_checkpoint(rep["selected"]["path"])
         prm_path = export_gguf(model, out / PRM_FILE, "ttc tiny-arith PRM", "f16")

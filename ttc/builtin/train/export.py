@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..gguf_llama import GGUFSpec, LlamaShape, tensor_shapes, write_llama_gguf
+from .common import load_checkpoint
 from .formats import VOCAB
 from .model import Llama
 
@@ -26,6 +27,12 @@ def _field(reader, key):
     return f.parts[f.data[0]].tolist()[0]
 
 
+def _float32_field(reader, key) -> float:
+    """A float32 field as the shortest decimal that is the same float32: the value `export_gguf` was given
+    (1e-5 is stored as 9.99999975e-06), so a shape read back equals the shape written."""
+    return float(str(np.float32(_field(reader, key))))
+
+
 def read_gguf(path: str | Path) -> tuple[LlamaShape, dict[str, np.ndarray]]:
     """Shape and float32 (out, in) tensors of a llama GGUF written by `export_gguf`."""
     import gguf
@@ -39,8 +46,8 @@ def read_gguf(path: str | Path) -> tuple[LlamaShape, dict[str, np.ndarray]]:
         n_head_kv=_field(r, "llama.attention.head_count_kv"),
         n_ff=_field(r, "llama.feed_forward_length"),
         n_ctx=_field(r, "llama.context_length"),
-        rope_base=float(_field(r, "llama.rope.freq_base")),
-        rms_eps=float(_field(r, "llama.attention.layer_norm_rms_epsilon")),
+        rope_base=_float32_field(r, "llama.rope.freq_base"),
+        rms_eps=_float32_field(r, "llama.attention.layer_norm_rms_epsilon"),
     )
     expected = tensor_shapes(shape)
     tensors = {}
@@ -57,3 +64,8 @@ def load_gguf_model(path: str | Path) -> Llama:
     model.load_gguf_tensors(tensors)
     model.eval()
     return model
+
+
+def load_weights(path: str | Path) -> Llama:
+    """A torch `Llama` from a training checkpoint (.pt) or an exported GGUF (.gguf)."""
+    return load_gguf_model(path) if str(path).endswith(".gguf") else load_checkpoint(path)[0]

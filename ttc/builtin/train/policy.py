@@ -14,9 +14,8 @@ mistakes test-time compute can repair.
 from __future__ import annotations
 
 import json
-import math
 import random
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..arith import iter_problems
@@ -36,6 +35,7 @@ from .common import (
 )
 from .data import collate, policy_example, revision_example, spaced
 from .evaluate import by_ops, is_correct, solve
+from .export import load_weights
 from .formats import VOCAB
 
 
@@ -302,16 +302,8 @@ def train_policy(cfg: PolicyConfig, out: Path, log=print, resume: bool = True, s
 
     model = Llama(shape)
     if cfg.init:
-        if cfg.init.endswith(".gguf"):
-            from .export import load_gguf_model
-
-            warm = load_gguf_model(cfg.init)
-        else:
-            warm, _ = load_checkpoint(cfg.init)
-        # a GGUF stores the float fields as float32 (rms_eps 1e-5 comes back as 9.99999975e-06)
-        if replace(warm.shape, rms_eps=shape.rms_eps) != shape or not math.isclose(
-            warm.shape.rms_eps, shape.rms_eps, rel_tol=1e-6
-        ):
+        warm = load_weights(cfg.init)
+        if warm.shape != shape:
             raise SystemExit(f"{cfg.init} holds a policy of another shape ({warm.shape}), not {shape}")
         model.load_state_dict(warm.state_dict())
         log(f"policy: warm start from {cfg.init}")
