@@ -45,12 +45,16 @@ def _llama_logits(path, ids: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(ids)])
 
 
+def _assert_same_weights(a, b) -> None:
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+
+
 def test_few_training_steps_lower_the_loss_and_same_seed_gives_same_weights():
     a, losses = _train_tiny(6, seed=1)
     b, _ = _train_tiny(6, seed=1)
     assert losses[-1] < losses[0]
-    for pa, pb in zip(a.parameters(), b.parameters()):
-        assert torch.equal(pa, pb)
+    _assert_same_weights(a, b)
 
 
 @pytest.mark.parametrize("dtype,tol", [("f32", 2e-3), ("f16", 5e-2)])
@@ -282,10 +286,8 @@ def test_policy_training_killed_and_resumed_ends_with_the_weights_of_an_uninterr
     assert any("resuming at step 4" in m for m in said)
     assert resumed["tokens"] == whole["tokens"]
     assert [h["greedy"] for h in resumed["history"]] == [h["greedy"] for h in whole["history"]]
-    a, _ = load_checkpoint(tmp_path / "whole" / "policy-last.pt")
-    b, _ = load_checkpoint(tmp_path / "cut" / "policy-last.pt")
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(pa, pb), name
+    whole_model, cut_model = (load_checkpoint(tmp_path / d / "policy-last.pt")[0] for d in ("whole", "cut"))
+    _assert_same_weights(whole_model, cut_model)
     with pytest.raises(SystemExit, match="another config .*lr"):  # a resume with other flags is refused
         train_policy(_resume_config(lr=1e-3), tmp_path / "cut", log=lambda m: None)
 
@@ -303,12 +305,7 @@ def test_a_warm_started_stage_begins_from_the_checkpoint_and_refuses_another_sha
     )
     assert any("warm start from" in m for m in said)
     a, _ = load_checkpoint(first)
-
-    def assert_same_weights(b):
-        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
-            assert torch.equal(pa, pb), name
-
-    assert_same_weights(load_checkpoint(tmp_path / "two" / "policy-last.pt")[0])
+    _assert_same_weights(a, load_checkpoint(tmp_path / "two" / "policy-last.pt")[0])
     # an exported policy (a shipped GGUF) warm-starts a stage the same way; f32 export: the same weights
     from ttc.builtin.train.export import export_gguf
 
@@ -316,7 +313,7 @@ def test_a_warm_started_stage_begins_from_the_checkpoint_and_refuses_another_sha
     train_policy(
         _resume_config(seed=5, init=str(exported), lr=0.0, steps=3, eval_start=2), tmp_path / "four", log=said.append
     )
-    assert_same_weights(load_checkpoint(tmp_path / "four" / "policy-last.pt")[0])
+    _assert_same_weights(a, load_checkpoint(tmp_path / "four" / "policy-last.pt")[0])
     with pytest.raises(SystemExit, match="another shape"):
         train_policy(_resume_config(init=str(first), n_embd=64), tmp_path / "three", log=lambda m: None)
     with pytest.raises(SystemExit, match="another shape"):
