@@ -95,6 +95,25 @@ class BackendConfig:
     # return_token_ids) | plain: only what every server takes (one request per prompt and per step tag)
 
 
+DEFAULT_THINK_MESSAGE = "\n\nTime is up: I will stop thinking and give the final answer now.\n"
+
+
+@dataclass(frozen=True)
+class ThinkingConfig:
+    """A thinking model's block (ttc.thinking). Every key left out is detected from the chat template; a
+    section that names `start` and `end` declares a model thinking whatever its template says."""
+
+    start: str | None = None  # the start marker, e.g. "<think>" (tokens of the vocabulary)
+    end: str | None = None  # the end marker, e.g. "</think>"
+    opened: bool | None = None  # the generation prompt itself opens the block (DeepSeek-R1 distills)
+    switch: str | None = None  # the chat-template variable that turns thinking off (Qwen3: enable_thinking);
+    # "" = it cannot be turned off
+    enabled: bool = True  # think unless --thinking off
+    message: str = DEFAULT_THINK_MESSAGE  # forced at --think-budget, before the end marker (--think-message)
+    continuation: str = "Wait"  # forced in place of an end marker that comes before --think-min tokens
+    answer_tokens: int = 512  # room for the answer after a think budget, when --max-tokens is not given
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str = ""
@@ -109,6 +128,7 @@ class Preset:
     prm: PRMConfig | None = None
     policy: str | None = None  # compute-optimal policy YAML, relative to the preset's folder
     backend: BackendConfig | None = None  # where models run; None = in-process llama.cpp (flags can override)
+    thinking: ThinkingConfig | None = None  # a thinking model's block; None = detected from the chat template
     source: str = field(default="", compare=False)  # the file it was read from (filled in by load_preset)
 
 

@@ -18,8 +18,11 @@ def fill(template: str, **values: str) -> str:
     return out
 
 
-def render_chat(engine: Engine, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-    """The model's chat template applied to `messages`, with the assistant turn opened when asked."""
+def render_chat(
+    engine: Engine, messages: list[dict[str, str]], add_generation_prompt: bool = True, **variables
+) -> str:
+    """The model's chat template applied to `messages`, with the assistant turn opened when asked;
+    `variables` are the template's own switches (Qwen3: enable_thinking=False)."""
     template = engine.info.chat_template
     if not template:
         raise UsageError(
@@ -36,7 +39,7 @@ def render_chat(engine: Engine, messages: list[dict[str, str]], add_generation_p
         formatter = Jinja2ChatFormatter(
             template, eos_token=eos, bos_token=bos, add_generation_prompt=add_generation_prompt
         )
-        return formatter(messages=messages).prompt
+        return formatter(messages=messages, **variables).prompt
     except Exception as e:
         raise UsageError(f"{engine.info.name}: its chat template failed to render ({type(e).__name__}: {e})") from None
 
@@ -51,13 +54,13 @@ def _token_texts(engine: Engine) -> dict[str, str]:
     return out
 
 
-def problem_prompt(preset: Preset, engine: Engine, problem: str) -> str:
-    """The prompt that asks the policy to solve `problem`."""
+def problem_prompt(preset: Preset, engine: Engine, problem: str, **variables) -> str:
+    """The prompt that asks the policy to solve `problem` (`variables`: chat-template switches)."""
     user = fill(preset.prompt.template, problem=problem)
     if preset.prompt.format == "raw":
         return user
     if preset.prompt.format == "chat":
         messages = [{"role": "system", "content": preset.prompt.system}] if preset.prompt.system else []
         messages.append({"role": "user", "content": user})
-        return render_chat(engine, messages)
+        return render_chat(engine, messages, **variables)
     raise UsageError(f"{preset.source}: prompt.format must be 'raw' or 'chat', got '{preset.prompt.format}'")

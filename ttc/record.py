@@ -39,6 +39,11 @@ class Candidate:
     trace_scores: dict[str, float] = field(default_factory=dict)
     # the per-token confidence / logprob / certainty lists, only when asked for (--opt per_token=1)
     token_stats: dict[str, list[float]] | None = None
+    # thinking models: `text` is the answer part alone; the thinking block's text and what it cost
+    thinking: str | None = None
+    # {"tokens": thinking tokens, "answer_tokens", "forced_tokens", "cut": the think budget ended it,
+    #  "continuations": early ends replaced by the continuation word, "closed": the block ended (else no answer)}
+    think: dict[str, Any] | None = None
 
 
 @dataclass
@@ -50,6 +55,14 @@ class Spent:
     decode_calls: int = 0  # llama_decode calls or requests, policy and PRM together
     wall_s: float = 0.0
     flops: float = 0.0  # 2 x parameters x tokens, policy and PRM together
+    # thinking models (zero otherwise), summed over the candidates: thinking and answer tokens apart (both
+    # in tokens_generated), tokens ttc forced (budget messages, end markers, continuation words: counted in
+    # prompt_tokens and so in flops), traces cut at the think budget, continuation words forced
+    thinking_tokens: int = 0
+    answer_tokens: int = 0
+    forced_tokens: int = 0
+    forced_cuts: int = 0
+    forced_continuations: int = 0
 
 
 @dataclass

@@ -20,6 +20,7 @@ from .presets import HEAD_PRM_FORMATS, PRM_FORMATS, Preset, load_preset
 from .record import Result
 from .strategies import SolveContext, get_strategy
 from .strategies.base import parse_variant
+from .thinking import ThinkOptions, ThinkSetup, ThinkSpec, detect, fit_max_tokens, note, setup
 
 
 @dataclass
@@ -78,6 +79,8 @@ class Solver:
         self._prm = None
         self._table = None
         self._prior = None
+        self._think_spec: ThinkSpec | None | bool = False  # False: not detected yet
+        self._think_setups: dict[tuple, ThinkSetup | None] = {}
         self.base_dir = Path(self.preset.source).parent if self.preset.source else None
         if models.preset is None and models.model and not _is_builtin(models.model, self.preset, self.base_dir):
             self._fit_preset_to_model()
@@ -143,6 +146,37 @@ class Solver:
             return load_engine(models, self.preset, ref, self.base_dir, role)
 
     @property
+    def think_spec(self) -> ThinkSpec | None:
+        """How the policy thinks (None: it does not), detected once; the one note line says what was found."""
+        if self._think_spec is False:
+            self._think_spec = detect(self.policy, self.preset)
+            if self._think_spec is not None:
+                self.note(note(self._think_spec, self.policy.info.name))
+        return self._think_spec
+
+    def think_setup(self, opts: ThinkOptions | None = None) -> ThinkSetup | None:
+        """The thinking block of a run with these flags (None for a model that does not think)."""
+        opts = opts or ThinkOptions()
+        key = (opts.budget, opts.min_tokens, opts.message, opts.mode)
+        if key not in self._think_setups:
+            self._think_setups[key] = setup(
+                self.think_spec, opts, self.preset.thinking, self.policy, self.policy.info.name
+            )
+        return self._think_setups[key]
+
+    def sampling_for(
+        self, sampling: SamplingOverrides | None, think: ThinkSetup | None, seed: int
+    ) -> tuple[SamplingParams, str | None]:
+        """The run's sampling parameters (preset < flags), with the thinking control; and a note when a think
+        budget raised max_tokens."""
+        sampling = sampling or SamplingOverrides()
+        params = sampling.apply(self.preset)
+        params, raised = fit_max_tokens(think, params, sampling.max_tokens is not None, self.preset.thinking)
+        if think is not None:
+            params = dataclasses.replace(params, thinking=think.control)
+        return dataclasses.replace(params, seed=seed), raised
+
+    @property
     def default_strategy(self) -> str:
         """`auto` when the preset has a policy, else majority vote."""
         return "auto" if self.preset.policy else "majority"
@@ -195,7 +229,11 @@ class Solver:
             where = self.preset.source or self.preset.name
             if cfg is None or cfg.format == "self-judge" or cfg.model is None:
                 aggregation = cfg.aggregation if cfg is not None else "last"
-                prompt_for = lambda p: problem_prompt(self.preset, self.policy, p)  # noqa: E731
+                closed = self.think_setup(ThinkOptions(budget=0)) if self.think_spec is not None else None
+                if closed is not None:  # a thinking model judges an answer after a closed block
+                    prompt_for = lambda p: closed.prompt(self.preset, self.policy, p)  # noqa: E731
+                else:
+                    prompt_for = lambda p: problem_prompt(self.preset, self.policy, p)  # noqa: E731
                 self._prm = SelfJudgePRM(self.policy, prompt_for, aggregation)
             elif cfg.format == "math-shepherd":
                 self._prm = MathShepherdPRM(self._load(cfg.model, "prm"), cfg, self.preset.step_delimiter, where)
@@ -224,23 +262,39 @@ class Solver:
         sampling: SamplingOverrides | None = None,
         options: dict[str, Any] | None = None,
         progress=None,
+        thinking: ThinkOptions | None = None,
+        think_budget: int | None = None,
     ) -> Result:
+        """One strategy run. `thinking`: the thinking flags (`think_budget` sets its budget alone)."""
         spec = get_strategy(strategy)
         name, variant_options = parse_variant(strategy)
         options = {**variant_options, **(options or {})}
         check_problem(problem)
         check_budget(budget)
-        params = (sampling or SamplingOverrides()).apply(self.preset)
+        opts = thinking or ThinkOptions()
+        if think_budget is not None:
+            opts = dataclasses.replace(opts, budget=think_budget)
+        think = self.think_setup(opts)
+        if think is not None and think.enabled and spec.stepwise:
+            raise UsageError(
+                f"--strategy {name} searches a solution's steps, and {self.policy.info.name} writes a thinking trace "
+                "instead: on a thinking model use greedy, majority, best-of-n, weighted-best-of-n, deepconf, "
+                "self-certainty, adaptive or auto (or --thinking off / --think-budget 0)"
+            )
+        params, raised = self.sampling_for(sampling, think, seed)
         ctx = SolveContext(
             problem=problem.strip(),
             preset=self.preset,
             policy=self.policy,
             budget=budget,
             seed=seed,
-            sampling=dataclasses.replace(params, seed=seed),
+            sampling=params,
             options=dict(options or {}),
             progress=progress,
+            thinking=think,
         )
+        if raised:
+            ctx.warn(raised)
         if spec.wants_prm(options, configured=self.preset.prm is not None):
             ctx.prm = self.prm
         if spec.name == "auto":
@@ -266,9 +320,10 @@ class Solver:
             table = Policy(model="", prm=None, samples=samples, thresholds=[0.8, 0.6, 0.4, 0.2], table={})
             if warn:
                 self.warn("the preset has no calibrated policy: levels use even thresholds 0.8/0.6/0.4/0.2")
+        think = self.think_setup()
         ctx = SolveContext(
             problem=problem.strip(), preset=self.preset, policy=self.policy, budget=samples, seed=seed,
-            sampling=dataclasses.replace(SamplingOverrides().apply(self.preset), seed=seed), prm=self.prm,
+            sampling=self.sampling_for(None, think, seed)[0], prm=self.prm, thinking=think,
         )  # fmt: skip
         est = estimate_difficulty(ctx, samples, table)
         out: dict[str, Any] = {

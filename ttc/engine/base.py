@@ -21,6 +21,36 @@ from ..errors import UsageError
 
 
 @dataclass(frozen=True)
+class ThinkControl:
+    """A thinking model's block, as token ids the engine watches and forces, per sequence (ttc.thinking makes
+    it from markers; the engine knows nothing of why). Every continuation keeps its own count of thinking
+    tokens: the tokens after the start marker, forced continuations included, the end marker not."""
+
+    end: tuple[int, ...]  # the end marker's tokens (Qwen3: "</think>"; gpt-oss: "<|end|><|start|>...final...")
+    start: tuple[int, ...] = ()  # the start marker's tokens; the block opens where the model writes them
+    opened: bool = False  # the prompt already opened the block (R1 distills): counting starts at once
+    closed: bool = False  # the prompt already holds a closed block (thinking switched off): all is answer
+    budget: int | None = None  # thinking tokens per continuation; at the budget `cut` is forced
+    cut: tuple[int, ...] = ()  # forced at the budget: the budget message's tokens and the end marker
+    min_tokens: int = 0  # an end marker before this many thinking tokens is replaced by `resume`
+    resume: tuple[int, ...] = ()  # the continuation word's tokens ("Wait")
+
+
+@dataclass
+class ThinkTrace:
+    """Where one continuation's thinking block lay and what was forced into it (Completion.thinking)."""
+
+    thinking: str  # the text inside the block (markers excluded; forced continuation words included)
+    answer: str | None  # the text after the end marker; None when the block never closed (no answer)
+    n_thinking: int = 0  # thinking tokens (forced continuation words included)
+    n_answer: int = 0  # tokens sampled after the end marker
+    n_forced: int = 0  # tokens ttc forced (the budget message and end marker, continuation words)
+    cut: bool = False  # the budget ended the block
+    continuations: int = 0  # early end markers replaced by the continuation word
+    opened: bool = False  # the block was opened (by the prompt or the model)
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 0.8  # 0 = greedy (argmax)
     top_p: float = 1.0  # nucleus sampling; 1 = off
@@ -31,6 +61,9 @@ class SamplingParams:
     seed: int = 0  # continuation i of a call samples with a generator seeded from (seed, i)
     ignore_eos: bool = False  # never end on an end-of-generation token (benchmarks with fixed lengths)
     stats_top_k: int = 0  # > 0: keep TokenStats on each completion, confidence over this many top tokens (DeepConf: 20)
+    # a thinking model's block: per-sequence budget and forcing; stops then apply to the answer only, and
+    # max_tokens bounds the forced tokens too (every token a continuation adds)
+    thinking: ThinkControl | None = None
 
 
 @dataclass
@@ -56,6 +89,7 @@ class Completion:
     stop: str | None = None  # the stop string that ended it
     n_generated: int = 0  # tokens sampled for it, including any past a stop string
     stats: TokenStats | None = None  # per-token statistics, when SamplingParams.stats_top_k > 0
+    thinking: ThinkTrace | None = None  # the thinking block, when SamplingParams.thinking was given
 
 
 class Watch:

@@ -72,6 +72,11 @@ def auto(ctx: SolveContext) -> Result:
     k = min(policy.samples, ctx.budget)
     est = estimate_difficulty(ctx, k, policy)
     choice, table_budget, spend = policy.plan(est.level, ctx.budget)
+    if ctx.thinks and REGISTRY[choice.strategy].stepwise:
+        # a thinking trace has no steps to search: the same spend goes to parallel traces and a vote
+        instead = "weighted-best-of-n" if ctx.prm is not None else "deepconf"
+        ctx.warn(f"auto: {choice.strategy} searches steps, which a thinking trace lacks; {instead} spends its budget")
+        choice = dataclasses.replace(choice, strategy=instead, options={})
     rest = spend - k
     pool = list(est.candidates)
     sub_generations = 0.0

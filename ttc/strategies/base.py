@@ -8,6 +8,7 @@ counters, never assumed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ from ..errors import UsageError
 from ..presets import Preset
 from ..prompts import problem_prompt
 from ..record import Candidate, Result, Spent
+from ..thinking import ThinkSetup
 from .trace import token_lists, trace_scores
 
 
@@ -48,9 +50,17 @@ class SolveContext:
     options: dict[str, Any] = field(default_factory=dict)  # strategy hyperparameters
     progress: Callable[[str], None] | None = None  # status callback for the command line
     notes: list[str] = field(default_factory=list)  # what the strategy adjusted (shown on stderr, kept in details)
+    thinking: ThinkSetup | None = None  # a thinking model's block (its control is in `sampling` too)
 
     def prompt(self) -> str:
+        if self.thinking is not None:
+            return self.thinking.prompt(self.preset, self.policy, self.problem)
         return problem_prompt(self.preset, self.policy, self.problem)
+
+    @property
+    def thinks(self) -> bool:
+        """Whether the policy writes a thinking block in this run."""
+        return self.thinking is not None and self.thinking.enabled
 
     def warn(self, message: str) -> None:
         if message not in self.notes:
@@ -71,6 +81,7 @@ class StrategySpec:
     prm_free: Callable[[dict[str, Any]], bool] | None = None
     # Whether `subset` holds for these options (None: always); deepconf's online mode is not independent draws
     subset_when: Callable[[dict[str, Any]], bool] | None = None
+    stepwise: bool = False  # works on a solution's steps (search, revision): not over a thinking trace
 
     def subset_for(self, options: dict[str, Any]) -> Callable[[Result, int], Result] | None:
         """`subset`, where a run with these options has independent candidates; else None."""
@@ -97,10 +108,11 @@ def strategy(
     subset: Callable[[Result, int], Result] | None = None,
     prm_free: Callable[[dict[str, Any]], bool] | None = None,
     subset_when: Callable[[dict[str, Any]], bool] | None = None,
+    stepwise: bool = False,
 ):
     def register(fn: Callable[[SolveContext], Result]) -> Callable[[SolveContext], Result]:
         REGISTRY[name] = StrategySpec(
-            name, fn, summary, needs_prm, uses_prm or needs_prm, subset, prm_free, subset_when
+            name, fn, summary, needs_prm, uses_prm or needs_prm, subset, prm_free, subset_when, stepwise
         )
         return fn
 
@@ -121,7 +133,20 @@ def scale_spent(spent: Spent, result: Result, k: int) -> Spent:
         decode_calls=round(spent.decode_calls * f),
         wall_s=round(spent.wall_s * f, 4),
         flops=spent.flops * f,
+        **thinking_spent(result.candidates[:k]),
     )
+
+
+def thinking_spent(cands: list[Candidate]) -> dict[str, int]:
+    """Spent's thinking counts, summed over the candidates' thinking blocks."""
+    blocks = [c.think for c in cands if c.think is not None]
+    return {
+        "thinking_tokens": sum(b["tokens"] for b in blocks),
+        "answer_tokens": sum(b["answer_tokens"] for b in blocks),
+        "forced_tokens": sum(b["forced_tokens"] for b in blocks),
+        "forced_cuts": sum(bool(b["cut"]) for b in blocks),
+        "forced_continuations": sum(b["continuations"] for b in blocks),
+    }
 
 
 def parse_variant(label: str) -> tuple[str, dict[str, Any]]:
@@ -204,13 +229,25 @@ def split_steps(text: str, delimiter: str) -> list[str]:
 def candidate(ctx: SolveContext, c: Completion, window: int | None = None) -> Candidate:
     """The record of one completion; with token statistics, its trace scores (group scores over `window`
     tokens, default: trace.window_for) and, with the option per_token=1, the per-token values."""
+    text, answer = c.text, None
+    t = c.thinking
+    if t is not None:  # the answer part alone; a block that never closed has no answer
+        text = t.answer if t.answer is not None else ""
+    if t is None or t.answer is not None:
+        answer = extract_answer(text, ctx.preset.answer.format, ctx.preset.answer.last_number_fallback)
     cand = Candidate(
-        answer=extract_answer(c.text, ctx.preset.answer.format, ctx.preset.answer.last_number_fallback),
-        text=c.text,
-        steps=split_steps(c.text, ctx.preset.step_delimiter),
+        answer=answer,
+        text=text,
+        steps=split_steps(text, ctx.preset.step_delimiter),
         tokens=c.n_generated,
         finish_reason=c.finish_reason,
     )
+    if t is not None:
+        cand.thinking = t.thinking
+        cand.think = {
+            "tokens": t.n_thinking, "answer_tokens": t.n_answer, "forced_tokens": t.n_forced, "cut": t.cut,
+            "continuations": t.continuations, "closed": t.answer is not None,
+        }  # fmt: skip
     if c.stats is not None:
         cand.trace_scores = trace_scores(c.stats, window)
         if str(ctx.options.get("per_token", 0)).lower() in ("1", "true", "yes", "on"):
@@ -227,13 +264,17 @@ def make_result(
     generations: float,
     details: dict[str, Any] | None = None,
 ) -> Result:
+    spent = meter.spent(generations)
+    if ctx.thinking is not None:
+        spent = dataclasses.replace(spent, **thinking_spent(candidates))
+    config_thinking = {"thinking": ctx.thinking.describe()} if ctx.thinking is not None else {}
     return Result(
         answer=answer,
         strategy=name,
         budget=ctx.budget,
         problem=ctx.problem,
         candidates=candidates,
-        spent=meter.spent(generations),
+        spent=spent,
         model=ctx.policy.info.name,
         prm=None if ctx.prm is None else ctx.prm.engine.info.name,
         seed=ctx.seed,
@@ -247,6 +288,7 @@ def make_result(
                 "max_tokens": ctx.sampling.max_tokens,
             },
             "options": dict(ctx.options),
+            **config_thinking,
         },
     )
 

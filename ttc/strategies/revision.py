@@ -34,7 +34,12 @@ def split(ctx: SolveContext) -> tuple[int, int]:
     return max(1, n // seq), seq
 
 
-@strategy("revise", "chains of sequential revisions, each attempt conditioned on the earlier ones", uses_prm=True)
+@strategy(
+    "revise",
+    "chains of sequential revisions, each attempt conditioned on the earlier ones",
+    uses_prm=True,
+    stepwise=True,
+)
 def revise(ctx: SolveContext) -> Result:
     cfg = ctx.preset.revision or RevisionConfig()
     prefix, tail, chat = layout(ctx, cfg)

@@ -313,13 +313,20 @@ def _lookahead_values(search: Search, live: list[Beam], k: int) -> dict[int, flo
     return values
 
 
-@strategy("beam", "step-level beam search: N beams, keep N/M by PRM score, expand each M times", needs_prm=True)
+@strategy(
+    "beam", "step-level beam search: N beams, keep N/M by PRM score, expand each M times", needs_prm=True, stepwise=True
+)
 def beam(ctx: SolveContext) -> Result:
     n, width = width_for(ctx)
     return tree_search(ctx, "beam", groups=1, keep_per_group=n // width, width=width)
 
 
-@strategy("lookahead", "beam search scoring each step after k greedy rollout steps (default k=2)", needs_prm=True)
+@strategy(
+    "lookahead",
+    "beam search scoring each step after k greedy rollout steps (default k=2)",
+    needs_prm=True,
+    stepwise=True,
+)
 def lookahead(ctx: SolveContext) -> Result:
     n, width = width_for(ctx)
     k = int(ctx.options.get("lookahead", 2))
@@ -338,13 +345,18 @@ def lookahead(ctx: SolveContext) -> Result:
     return tree_search(ctx, "lookahead", groups=1, keep_per_group=kept, width=width, lookahead=k)
 
 
-@strategy("dvts", "diverse verifier tree search: N/M independent subtrees, each greedy on the PRM", needs_prm=True)
+@strategy(
+    "dvts",
+    "diverse verifier tree search: N/M independent subtrees, each greedy on the PRM",
+    needs_prm=True,
+    stepwise=True,
+)
 def dvts(ctx: SolveContext) -> Result:
     n, width = width_for(ctx)
     return tree_search(ctx, "dvts", groups=n // width, keep_per_group=1, width=width)
 
 
-@strategy("particle-filter", "N particles resampled each step by PRM-derived weights", needs_prm=True)
+@strategy("particle-filter", "N particles resampled each step by PRM-derived weights", needs_prm=True, stepwise=True)
 def particle_filter(ctx: SolveContext) -> Result:
     """Sequential Monte Carlo over steps: each step, extend every live particle, weight it by its new step's
     score turned into a likelihood (softmax of logit(score) / temperature, option `pf_temperature`, default

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...errors import TTCRuntimeError
-from ..base import BranchSet, Completion, SamplingParams, Watch, derive_seed
+from ..base import BranchSet, Completion, SamplingParams, ThinkTrace, Watch, derive_seed
 from .context import Branch, Host, _Context, _log_softmax_at
 from .rows import RowSampler, applies, generator
+from .think import ThinkState
 from .tokenstats import Collector, TraceStats
 
 
@@ -103,6 +104,8 @@ class LlamaBranches(BranchSet):
         watch = watch if params.stats_top_k > 0 else None
         stats = Collector(eng.n_vocab, params.stats_top_k, watch is not None) if params.stats_top_k > 0 else None
         state = {}
+        ctl = params.thinking
+        eog_first = ctl is not None and len(ctl.end) > 1 and eng.is_eog(ctl.end[0])
         # Large vocabularies sample all rows of a decode at once in numpy (rows.py); small ones use llama.cpp's
         # chain per sequence (cheap there, and the built-in pair's pinned samples come from it).
         sampler = None
@@ -117,6 +120,8 @@ class LlamaBranches(BranchSet):
             st = state[b] = _Gen(br, chain, len(br.tokens), first_index + j, generator(seed) if sampler else None)
             if stats is not None:
                 st.stats = TraceStats(params.max_tokens, stats.k)
+            if params.thinking is not None:
+                st.think = ThinkState(params.thinking, eog_first)
         active = list(ids)
         try:
             while active:
@@ -128,7 +133,7 @@ class LlamaBranches(BranchSet):
                     tok = drawn[b]
                     eng.usage.generated_tokens += 1
                     st.n_generated += 1
-                    if eng.is_eog(tok):
+                    if eng.is_eog(tok) and not (st.think is not None and st.think.takes_eog(tok)):
                         st.finish("eos")
                         st.br.finished = True
                     else:
@@ -136,12 +141,17 @@ class LlamaBranches(BranchSet):
                         st.br.kin = None
                         st.br.n_sampled_uncached += 1
                         st.br.last_sampled = True
-                        st.ends.append(len(st.buf) + len(eng.piece(tok)))
-                        st.buf += eng.piece(tok)
-                        hit = _find_stop(st.buf, stops, st.ends[-2] if len(st.ends) > 1 else 0)
+                        st.push(tok, eng)
+                        if st.think is not None:
+                            back, forced = st.think.step(tok, len(st.ends) - 1)
+                            st.force(back, forced, self.ctx, eng)
+                        hit = None
+                        if st.answering():
+                            start = max(st.ends[-2] if len(st.ends) > 1 else 0, st.answer_byte())
+                            hit = _find_stop(st.buf, stops, start)
                         if hit is not None:
                             st.cut_at_stop(hit, params.include_stop, eng)
-                        elif st.n_generated >= params.max_tokens:
+                        elif st.n_generated + st.n_forced >= params.max_tokens:
                             st.finish("length")
                     # the watch sees every token; a natural end on this token stands (a kill saves nothing)
                     if watch is not None and not watch.step(st.index, st.stats.view()) and st.reason is None:
@@ -296,6 +306,65 @@ class _Gen:
         self.reason: str | None = None
         self.stop: str | None = None
         self.text_bytes: bytes | None = None
+        self.think: ThinkState | None = None  # its thinking block, when the call has a ThinkControl
+        self.n_forced = 0  # tokens forced into it (they count towards max_tokens, not as generated)
+
+    def push(self, tok: int, eng: Host) -> None:
+        """Token `tok` (already on the branch) joins the continuation's text."""
+        piece = eng.piece(tok)
+        self.ends.append(len(self.buf) + len(piece))
+        self.buf += piece
+
+    def force(self, back: int, forced: tuple[int, ...], ctx: _Context, eng: Host) -> None:
+        """Take the last `back` tokens back (from the branch, its KV cache and the text), then append `forced`
+        as input tokens: evaluated by the next decode, never sampled."""
+        br = self.br
+        if back:
+            keep = len(br.tokens) - back
+            uncached = max(0, len(br.tokens) - max(br.n_cached, keep))  # taken-back tokens never evaluated
+            if br.n_cached > keep:
+                eng.lc.llama_memory_seq_rm(ctx.mem, br.seq, keep, -1)
+                br.n_cached = keep
+            del br.tokens[keep:]
+            br.n_sampled_uncached = max(0, br.n_sampled_uncached - uncached)
+            del self.ends[len(self.ends) - back :]
+            self.buf = self.buf[: self.ends[-1] if self.ends else 0]
+            br.last_sampled = False
+        if forced:
+            br.tokens.extend(forced)
+            br.last_sampled = False
+            self.n_forced += len(forced)
+            for t in forced:
+                self.push(t, eng)
+
+    def answering(self) -> bool:
+        """Whether stop strings apply: always without a thinking block, after its end marker with one."""
+        return self.think is None or self.think.answer_from is not None
+
+    def answer_byte(self) -> int:
+        """The byte offset in `buf` where the answer begins (0 without a thinking block)."""
+        at = self.think.answer_from if self.think is not None else None
+        return self._byte(at) if at else 0
+
+    def _byte(self, at: int) -> int:
+        """The byte offset where token `at` of the continuation begins."""
+        return self.ends[at - 1] if 0 < at <= len(self.ends) else (0 if at <= 0 else len(self.buf))
+
+    def trace(self, data: bytes) -> ThinkTrace | None:
+        """The thinking block of the finished continuation whose text is `data`."""
+        t = self.think
+        if t is None:
+            return None
+        dec = lambda b: b.decode("utf-8", errors="replace")  # noqa: E731
+        think = ""
+        if t.think_from is not None:
+            end = self._byte(t.think_to) if t.think_to is not None else len(data)
+            think = dec(data[self._byte(t.think_from) : end])
+        answer = None if t.answer_from is None else dec(data[min(len(data), self._byte(t.answer_from)) :])
+        return ThinkTrace(
+            thinking=think, answer=answer, n_thinking=t.n_thinking, n_answer=t.n_answer, n_forced=t.n_forced,
+            cut=t.cut, continuations=t.continuations, opened=t.opened,
+        )  # fmt: skip
 
     def finish(self, reason: str) -> None:
         self.reason = reason
@@ -330,4 +399,5 @@ class _Gen:
             stop=self.stop,
             n_generated=self.n_generated,
             stats=None if self.stats is None else self.stats.final(),
+            thinking=self.trace(data),
         )
