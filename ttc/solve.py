@@ -81,6 +81,7 @@ class Solver:
         self._prior = None
         self._think_spec: ThinkSpec | None | bool = False  # False: not detected yet
         self._think_setups: dict[tuple, ThinkSetup | None] = {}
+        self._think_noted = False
         self.base_dir = Path(self.preset.source).parent if self.preset.source else None
         if models.preset is None and models.model and not _is_builtin(models.model, self.preset, self.base_dir):
             self._fit_preset_to_model()
@@ -150,9 +151,13 @@ class Solver:
         """How the policy thinks (None: it does not), detected once; the one note line says what was found."""
         if self._think_spec is False:
             self._think_spec = detect(self.policy, self.preset)
-            if self._think_spec is not None:
-                self.note(note(self._think_spec, self.policy.info.name))
         return self._think_spec
+
+    def _say_thinking(self) -> None:
+        """The one note line on what was detected, once, after a run's checks have passed."""
+        if self.think_spec is not None and not self._think_noted:
+            self._think_noted = True
+            self.note(note(self.think_spec, self.policy.info.name))
 
     def think_setup(self, opts: ThinkOptions | None = None) -> ThinkSetup | None:
         """The thinking block of a run with these flags (None for a model that does not think)."""
@@ -282,6 +287,7 @@ class Solver:
                 "self-certainty, adaptive or auto (or --thinking off / --think-budget 0)"
             )
         params, raised = self.sampling_for(sampling, think, seed)
+        self._say_thinking()
         ctx = SolveContext(
             problem=problem.strip(),
             preset=self.preset,
@@ -321,6 +327,7 @@ class Solver:
             if warn:
                 self.warn("the preset has no calibrated policy: levels use even thresholds 0.8/0.6/0.4/0.2")
         think = self.think_setup()
+        self._say_thinking()
         ctx = SolveContext(
             problem=problem.strip(), preset=self.preset, policy=self.policy, budget=samples, seed=seed,
             sampling=self.sampling_for(None, think, seed)[0], prm=self.prm, thinking=think,

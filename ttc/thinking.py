@@ -131,7 +131,8 @@ def marker_tokens(engine: Engine, text: str, what: str, model: str) -> tuple[int
     ids = engine.tokenize(text, add_bos=False, special=True)
     # a marker is a token of its own, or starts with one (gpt-oss: <|end|><|start|>assistant...): a marker
     # that splits into characters from its first one is text the model may write anywhere, not a marker
-    first = engine.detokenize(ids[:1]) if ids else ""
+    spell = getattr(engine, "token_text", None)  # special tokens spelled out (detokenize drops control tokens)
+    first = (spell(ids[0]) if spell else engine.detokenize(ids[:1])) if ids else ""
     if not ids or (len(ids) > 1 and len(first) < 2):
         raise UsageError(
             f"thinking {what} marker {text!r} is not a token of {model}'s vocabulary (it splits into {len(ids)} "
@@ -178,8 +179,8 @@ def setup(
                      ("--think-message", opts.message), ("--thinking", opts.mode))  # fmt: skip
             flag = next(f for f, v in flags if v is not None)
             raise UsageError(
-                f"{flag}: {model} is not a thinking model (its chat template has no thinking markers); a preset's "
-                "thinking: section (start, end) declares them"
+                f"{flag}: {model} is not a thinking model (neither its chat template nor the preset has thinking "
+                "markers); a preset's thinking: section (start, end) declares them"
             )
         return None
     cfg = cfg or ThinkingConfig()

@@ -54,6 +54,39 @@ OptOpt = Annotated[
     ),
 ]
 
+ThinkBudgetOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--think-budget",
+        help="Thinking models: thinking tokens per trace; at N the budget message and end marker are forced and the "
+        "answer follows (0: no thinking).",
+    ),
+]
+ThinkMinOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--think-min", help="Thinking models: an end of thinking before N tokens is replaced by the continuation word."
+    ),
+]
+ThinkMessageOpt = Annotated[
+    str | None, typer.Option("--think-message", help="Thinking models: the text forced at --think-budget.")
+]
+ThinkingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--thinking", metavar="on|off", help="Thinking models: switch thinking on or off (where the template can)."
+    ),
+]
+
+
+def think_options(budget: int | None, min_tokens: int | None, message: str | None, mode: str | None):
+    """The thinking flags as ThinkOptions, checked (no model needed for these checks)."""
+    from ..thinking import ThinkOptions, check_options
+
+    opts = ThinkOptions(budget=budget, min_tokens=min_tokens, message=message, mode=mode)
+    check_options(opts)
+    return opts
+
 
 def parse_list(text: str | None, what: str) -> list[str]:
     items = [x.strip() for x in (text or "").split(",") if x.strip()]

@@ -23,16 +23,22 @@ from .options import (
     QuietOpt,
     SeedOpt,
     ServedModelOpt,
+    ThinkBudgetOpt,
+    ThinkingOpt,
+    ThinkMessageOpt,
+    ThinkMinOpt,
     ThreadsOpt,
     VerboseOpt,
     parse_list,
     parse_options,
     read_problems,
+    think_options,
 )
 
 if TYPE_CHECKING:
     from ..record import Result
     from ..solve import SamplingOverrides, Solver
+    from ..thinking import ThinkOptions
 
 
 @app.command(
@@ -62,6 +68,10 @@ def solve(
     base_url: BaseUrlOpt = None,
     prm_base_url: PrmBaseUrlOpt = None,
     served_model: ServedModelOpt = None,
+    think_budget: ThinkBudgetOpt = None,
+    think_min: ThinkMinOpt = None,
+    think_message: ThinkMessageOpt = None,
+    thinking: ThinkingOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -74,6 +84,7 @@ def solve(
     if strategy is not None:
         get_strategy(strategy)
     options = parse_options(opt)
+    think = think_options(think_budget, think_min, think_message, thinking)
     problems = read_problems(problem)
     solver = Solver(
         ModelOptions(
@@ -89,9 +100,11 @@ def solve(
             continue
         if show:
             with err.status(f"[{strategy}] budget {budget}: {text[:60]}"):
-                result = solver.solve(text, strategy, budget, seed=seed, sampling=sampling, options=options)
+                result = solver.solve(
+                    text, strategy, budget, seed=seed, sampling=sampling, options=options, thinking=think
+                )
         else:
-            result = solver.solve(text, strategy, budget, seed=seed, sampling=sampling, options=options)
+            result = solver.solve(text, strategy, budget, seed=seed, sampling=sampling, options=options, thinking=think)
         if not quiet:
             for note in result.details.get("notes", []):
                 err.print(f"ttc: note: {note}", markup=False)
@@ -103,8 +116,9 @@ def solve(
             err.print(f"ttc: no answer found for {text[:60]!r}", style="yellow")
         elif not quiet and not json_out and show:
             s = result.spent
+            thought = f" ({s.thinking_tokens} thinking, {s.forced_cuts} cut)" if s.thinking_tokens else ""
             err.print(
-                f"[dim]{result.strategy}: {s.generations:g} generations, {s.tokens_generated} tokens, "
+                f"[dim]{result.strategy}: {s.generations:g} generations, {s.tokens_generated} tokens{thought}, "
                 f"{s.wall_s:.2f}s[/dim]"
             )
     solver.close()
@@ -129,6 +143,10 @@ def compare(
     base_url: BaseUrlOpt = None,
     prm_base_url: PrmBaseUrlOpt = None,
     served_model: ServedModelOpt = None,
+    think_budget: ThinkBudgetOpt = None,
+    think_min: ThinkMinOpt = None,
+    think_message: ThinkMessageOpt = None,
+    thinking: ThinkingOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -138,6 +156,7 @@ def compare(
     check_problem(problem)
     check_budget(budget)
     names = parse_list(strategies, "strategies")
+    think = think_options(think_budget, think_min, think_message, thinking)
     solver = Solver(
         ModelOptions(
             preset, model, n_gpu_layers, threads, verbose, backend, base_url, served_model, prm_base_url=prm_base_url
@@ -153,6 +172,7 @@ def compare(
         parse_options(opt),
         answer,
         err,
+        think,
     )
     if json_out:
         print(json.dumps([{**r.to_dict(), "correct": ok} for r, ok in rows], ensure_ascii=False))
@@ -169,6 +189,7 @@ def run_compare(
     options: dict,
     gold: str | None,
     console: Console | None,
+    thinking: ThinkOptions | None = None,
 ) -> list[tuple[Result, bool | None]]:
     from ..answers import extract_gold, is_equivalent
     from ..strategies import get_strategy
@@ -180,9 +201,13 @@ def run_compare(
     for name in strategies:
         if console is not None and console.is_terminal:
             with console.status(f"{name} at budget {budget}"):
-                result = solver.solve(problem, name, budget, seed=seed, sampling=sampling, options=options)
+                result = solver.solve(
+                    problem, name, budget, seed=seed, sampling=sampling, options=options, thinking=thinking
+                )
         else:
-            result = solver.solve(problem, name, budget, seed=seed, sampling=sampling, options=options)
+            result = solver.solve(
+                problem, name, budget, seed=seed, sampling=sampling, options=options, thinking=thinking
+            )
         correct = None if gold_answer is None else is_equivalent(result.answer, gold_answer)
         rows.append((result, correct))
     if console is not None:
