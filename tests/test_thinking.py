@@ -45,7 +45,8 @@ def r1(models):
 
 def test_detection_reads_each_familys_form_from_its_chat_template(models, qwen3, r1):
     q = qwen3.think_spec
-    assert (q.start, q.end, q.opened, q.switch, q.form) == ("<think>", "</think>", False, "enable_thinking", "think tags")
+    assert (q.start, q.end, q.opened, q.switch) == ("<think>", "</think>", False, "enable_thinking")
+    assert q.form == "think tags"
     d = r1.think_spec
     assert (d.start, d.end, d.opened, d.switch) == ("<think>", "</think>", True, None)
     g = Solver(ModelOptions(preset=str(models["gpt-oss"]), threads=2))
@@ -215,7 +216,7 @@ def test_a_budget_above_max_tokens_without_the_flag_raises_it_with_a_note(models
 
 
 def test_markers_that_are_not_in_the_vocabulary_are_one_line(models, tmp_path):
-    text = models["qwen3"].read_text() + "thinking:\n  start: \"<reason>\"\n  end: \"</reason>\"\n"
+    text = models["qwen3"].read_text() + 'thinking:\n  start: "<reason>"\n  end: "</reason>"\n'
     p = tmp_path / "bad-markers.yaml"
     p.write_text(text)
     one_line_error(run_ttc("solve", "1+1", "-p", str(p), "--think-budget", "8"), 2, "reason>", "not a token")
