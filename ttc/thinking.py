@@ -210,7 +210,8 @@ def setup(
             suffix = ("" if spec.opened else spec.start) + message + spec.end
     control = ThinkControl(
         end=end, start=start, opened=spec.opened and not closed, closed=closed, budget=budget, cut=cut,
-        min_tokens=min_tokens, resume=resume,
+        min_tokens=min_tokens, resume=resume, start_text=spec.start, end_text=spec.end,
+        cut_text=(message or "") + spec.end, resume_text=cfg.continuation or "",
     )  # fmt: skip
     return ThinkSetup(spec, enabled and budget != 0, control, variables, suffix, budget, min_tokens)
 

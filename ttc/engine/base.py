@@ -34,6 +34,11 @@ class ThinkControl:
     cut: tuple[int, ...] = ()  # forced at the budget: the budget message's tokens and the end marker
     min_tokens: int = 0  # an end marker before this many thinking tokens is replaced by `resume`
     resume: tuple[int, ...] = ()  # the continuation word's tokens ("Wait")
+    # the same as text, for backends that continue text rather than tokens (an HTTP server)
+    start_text: str = ""
+    end_text: str = ""
+    cut_text: str = ""
+    resume_text: str = ""
 
 
 @dataclass

@@ -322,10 +322,7 @@ def beam(ctx: SolveContext) -> Result:
 
 
 @strategy(
-    "lookahead",
-    "beam search scoring each step after k greedy rollout steps (default k=2)",
-    needs_prm=True,
-    stepwise=True,
+    "lookahead", "beam search scoring each step after k greedy rollouts (default k=2)", needs_prm=True, stepwise=True
 )
 def lookahead(ctx: SolveContext) -> Result:
     n, width = width_for(ctx)

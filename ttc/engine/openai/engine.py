@@ -4,6 +4,7 @@ llama-cpp-python's own server) instead of in-process llama.cpp.
 Everything goes through the completions API (`/v1/completions`) with raw text prompts: ttc renders its own
 prompts, chat templates included, so the server only continues text.
 
+  thinking   (thinking.py) a thinking model's traces in phases (think, resume, answer) under ttc's budget.
   stats      (stream.py) with SamplingParams.stats_top_k > 0, each continuation is one streamed request whose
              top-k log-probabilities give approximate TokenStats; a Watch stops one by closing its stream.
   sample     one request with `n` where the server honours it (probed once: ask n=2, count the choices;
@@ -13,12 +14,10 @@ prompts, chat templates included, so the server only continues text.
              vLLM also gets the continuations of several prompts (the branches of a search) in few requests:
              copies of one prompt as that prompt with n, distinct prompts as a list; `return_token_ids` gives
              each choice's own token count (else one `usage` sum is shared out by text length).
-  branches   a client-side BranchSet (ttc.engine.openai.branches): each branch is the prompt plus the
-             pieces appended to it. `extend` sends prompt + branch text with stop=[delimiter] (the server
-             strips the stop; ttc re-appends it when include_stop); `fork` copies the pieces. The KV reuse
-             the in-process engine does by forking sequences is left to the server's prefix cache (vLLM
-             automatic prefix caching, SGLang's radix cache, llama-server's cache_prompt,
-             llama-cpp-python's last-prompt reuse).
+  branches   a client-side BranchSet (ttc.engine.openai.branches): each branch is the prompt plus the pieces
+             appended to it. `extend` sends prompt + branch text with stop=[delimiter] (the server strips the
+             stop; ttc re-appends it when include_stop); `fork` copies the pieces. KV reuse is left to the
+             server's prefix cache (vLLM, SGLang's radix cache, llama-server's cache_prompt, llama-cpp-python).
   scoring    (scoring.py) log P(token) at a position: a request for the text up to and including that token with
              max_tokens=1, logprobs=k and an equal logit_bias of +100 on the asked tokens. An equal bias
              keeps their ratio exact and makes them the top choices, so both come back in one answer
@@ -26,8 +25,7 @@ prompts, chat templates included, so the server only continues text.
              llama-server, llama-cpp-python) always return the chosen token's, and a token that is
              missing from the top k is then read by a second request biased towards it alone. A server
              that returns no log-probabilities, or ignores logit_bias, is a one-line error.
-  tokens     the server's tokenizer: /tokenize (vLLM, SGLang, llama-server) or /extras/tokenize
-             (llama-cpp-python); step positions are token indices, so scoring needs one.
+  tokens     the server's tokenizer: /tokenize (vLLM, SGLang, llama-server) or /extras/tokenize (llama-cpp-python).
   dialect    backend.dialect: plain keeps to what every server takes (no n, no prompt lists, no
              prompt_logprobs, no return_token_ids): the "before" of the measured requests per problem.
   usage      prompt and completion tokens from each answer's `usage` (less prompt tokens served from the
@@ -58,6 +56,7 @@ from .http import ServerClient, ServerError, choice_stop, split_count, usage_cou
 from .scoring import PRMScoring
 from .setup import choose_model, model_facts
 from .stream import StreamedSampling
+from .thinking import sample_thinking
 
 KINDS = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama-server", "me": "llama-cpp-python"}
 LLAMA_CPP = ("llama-server", "llama-cpp-python")
@@ -380,6 +379,8 @@ class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
         if n < 1:
             raise UsageError(f"number of samples must be at least 1, got {n}")
         with self.timed():
+            if params.thinking is not None and not params.thinking.closed:  # ttc enforces the block (thinking.py)
+                return sample_thinking(self, prompt, n, params)
             if params.stats_top_k > 0:  # one streamed request per continuation (stream.py)
                 return self.sample_streamed(prompt, n, params, watch)
             if n > 1 and self._uses_n():
