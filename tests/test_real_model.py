@@ -147,3 +147,28 @@ def test_verbose_shows_llama_cpp_log(gemma_path):
     r = run("solve", "1+1", "--model", str(gemma_path), "-s", "greedy", "--max-tokens", "1", "--verbose")
     assert r.returncode == 0, r.stderr.decode()
     assert any(not line.startswith("ttc:") for line in r.stderr.decode().splitlines() if line)
+
+
+def test_a_think_budget_on_gemma_which_does_not_think_is_one_line_and_exit_2():
+    r = run("solve", "What is 2 + 3?", "--preset", "gemma-3-270m", "--think-budget", "16")
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "not a thinking model" in err and "thinking:" in err
+
+
+def test_a_preset_that_declares_markers_gets_per_trace_budgets_on_the_real_vocabulary(tmp_path):
+    from ttc.presets import find_preset
+
+    text = find_preset("gemma-3-270m").read_text()
+    text += 'thinking:\n  start: "<unused0>"\n  end: "<unused1>"\n  opened: true\n'
+    p = tmp_path / "gemma-thinks.yaml"
+    p.write_text(text.replace("name: gemma-3-270m", "name: gemma-thinks"))
+    s = Solver(ModelOptions(preset=str(p), threads=2))
+    try:
+        r = s.solve(PROBLEMS[0], "majority", 4, think_budget=8, sampling=SamplingOverrides(max_tokens=MAX_TOKENS))
+        for c in r.candidates:  # the model never writes <unused1>: every trace is cut at exactly 8
+            assert c.think["tokens"] == 8 and c.think["cut"]
+            assert "<unused1>" not in c.text and "Time is up" not in c.text
+        assert r.spent.forced_cuts == 4
+    finally:
+        s.close()

@@ -250,6 +250,11 @@ class Solver:
         check_problem(problem)
         check_budget(budget)
         opts = thinking or ThinkOptions()
+        if "think" in options:  # a strategy label's think budget (majority:think=256: bench --think-budgets)
+            value = options.pop("think")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise UsageError(f"strategy option think (a think budget) must be a whole number >= 0, got {value!r}")
+            opts = dataclasses.replace(opts, budget=value)
         if think_budget is not None:
             opts = dataclasses.replace(opts, budget=think_budget)
         think = self.think_setup(opts)

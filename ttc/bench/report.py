@@ -13,8 +13,10 @@ from typing import Any
 
 from ..errors import TTCRuntimeError
 from .paired import Cell, check_cells, compare_cells, describe
+from .plot import plot_available
 from .store import CONFIG, SAMPLES, read_run
 from .summary import print_tables, summarize, write_summaries
+from .thinkgrid import grid, plot_grid, print_grid
 
 
 def is_run_folder(path: str | Path) -> bool:
@@ -29,12 +31,17 @@ def publish(
     and the comparisons, draw the plot; return the summary."""
     summary["paired"] = compare_cells(rows, pairs)
     write_summaries(out, summary)
+    think_cells = grid(summary)
     if console is not None:
         print_tables(console, summary)
+        if think_cells:
+            print_grid(console, think_cells)
     for entry in summary["paired"]:
         say(describe(entry), markup=False, highlight=False, soft_wrap=True)
     if plot:
         _plot(out, summary, title, say)
+        if think_cells and plot_available():
+            say(f"ttc: wrote {plot_grid(out, think_cells, title)}", markup=False, highlight=False, soft_wrap=True)
     return summary
 
 
@@ -71,7 +78,7 @@ def _read_summary(path: Path) -> dict:
 
 
 def _plot(out: Path, summary: dict, title: str, say) -> None:
-    from .plot import INSTALL_HINT, plot_accuracy, plot_available
+    from .plot import INSTALL_HINT, plot_accuracy
 
     if not plot_available():
         say(f"ttc: {INSTALL_HINT}", markup=False, highlight=False, soft_wrap=True)

@@ -124,6 +124,7 @@ def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
 
     solver = Solver(opts.models)
     opts.sampling.apply(solver.preset)  # bad sampling flags fail before anything is written
+    check_think_budgets(solver, opts.strategies)
     model_id = model_identity(opts, solver)
     config = run_config(opts, dataset, budgets, solver, model_id)
     store = open_store(opts.out, config, resume=opts.resume, force=opts.force)
@@ -165,6 +166,19 @@ def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
         markup=False, highlight=False, soft_wrap=True,
     )  # fmt: skip
     return summary
+
+
+def check_think_budgets(solver: Solver, strategies: list[str]) -> None:
+    """Labels with a think budget (--think-budgets) need a thinking model, and room for each budget: said once,
+    before anything is written, rather than once per record."""
+    from ..thinking import ThinkOptions
+    from .thinkgrid import split_label
+
+    for label in strategies:
+        parts = split_label(label)
+        if parts is not None:
+            think = solver.think_setup(ThinkOptions(budget=parts[1]))
+            solver.sampling_for(None, think, 0)
 
 
 def model_identity(opts: BenchOptions, solver: Solver) -> dict:

@@ -53,11 +53,17 @@ def speed(
     stats: Annotated[
         bool, typer.Option("--stats", help="Also time sampling with token statistics on (side by side, ratio).")
     ] = False,
+    think: Annotated[
+        bool, typer.Option("--think", help="Also time sampling with the per-sequence thinking controller (ratio).")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Generation tokens/s of ttc's batched sampler vs a sequential create_completion loop, and their ratio;
     with --reference, vs llama.cpp's llama-batched (same sampler, -kvu) and batched-bench (decode only)."""
     from ..engine.llama.speed import parse_ns, run_speed
+
+    if stats and think:
+        raise UsageError("--stats and --think each time one variant: run them one at a time")
 
     rows = run_speed(
         model,
@@ -72,6 +78,7 @@ def speed(
         sequential_baseline=sequential,
         reference=reference,
         stats=stats,
+        think=think,
     )
     if json_out:
         print(json.dumps(rows))
@@ -96,6 +103,14 @@ def bench(
     ],
     strategies: Annotated[str, typer.Option("--strategies", "-s", help="Comma-separated strategies.")] = "majority",
     budgets: Annotated[str, typer.Option("--budgets", "-b", help="Comma-separated budgets.")] = "1,4,16,64",
+    think_budgets: Annotated[
+        str | None,
+        typer.Option(
+            "--think-budgets",
+            help="Thinking models: comma-separated think budgets (e.g. 0,256,1024); every strategy runs at each "
+            "(labels S:think=T), with a think budget x budget table and, with --plot, accuracy_vs_thinking.png.",
+        ),
+    ] = None,
     out: Annotated[
         str | None, typer.Option("--out", "-o", help="Results folder (default: bench-runs/DATASET_NAME).")
     ] = None,
@@ -190,10 +205,15 @@ def bench(
         if json_out:
             print(json.dumps(summary, ensure_ascii=False))
         return
+    labels = parse_strategies(strategies)
+    if think_budgets is not None:
+        from ..bench.thinkgrid import expand, parse_think_budgets
+
+        labels = expand(labels, parse_think_budgets(think_budgets))
     opts = BenchOptions(
         data=data,
         out=out or str(Path("bench-runs") / Path(data).stem),
-        strategies=parse_strategies(strategies),
+        strategies=labels,
         budgets=parse_budgets(budgets),
         limit=limit,
         seed=seed,

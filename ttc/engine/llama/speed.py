@@ -15,6 +15,9 @@ medians: the overhead of statistics, measured side by side in one run; and the s
 second of this process's CPU time (on a machine shared with other work, wall time swings with their load;
 CPU time counts what the sampler itself did, and with --threads 1 no thread spins waiting for another).
 
+`--think` does the same with a thinking controller on every sequence (counting thinking tokens as a thinking
+model's run does, with a budget never reached): the cost of per-sequence budget tracking.
+
 `--random` writes a random-weight model shaped like llama.cpp's batched-bench reference (n_embd 768,
 8 layers, f16, about 76 M parameters) to a temporary folder and measures on it.
 """
@@ -31,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ...errors import UsageError
-from ..base import SamplingParams
+from ..base import SamplingParams, ThinkControl
 from ..models import physical_cores, resolve_model
 
 # A shared prompt of about 64 tokens on a byte-level vocabulary.
@@ -73,6 +76,7 @@ def run_speed(
     sequential_baseline: bool = True,
     reference: str | None = None,
     stats: bool = False,
+    think: bool = False,
 ) -> list[dict]:
     """One row per N: ttc's batched tokens/s, and the sequential loop's and llama.cpp's references' beside it.
     `sampling`: temperature, top_k, top_p (default 0.8, 0, 1.0)."""
@@ -110,11 +114,20 @@ def run_speed(
         max_tokens=tokens, ignore_eos=True, seed=0,
     )  # fmt: skip
 
-    def batched(n: int, with_stats: bool = False, cpu: bool = False) -> float:
-        """Generated tokens per second of wall time (`cpu`: per second of this process's CPU time)."""
+    # --think: every sequence carries a thinking controller that counts its tokens (the block is open from the
+    # prompt on, the end marker is an end-of-generation token, masked, and the budget is never reached), so the
+    # two runs sample the same tokens and differ only by the per-sequence tracking
+    watched = dataclasses.replace(
+        params, thinking=ThinkControl(end=(engine.eog_tokens()[0],), opened=True, budget=10**9, cut=(0,))
+    )
+    variant = dataclasses.replace(params, stats_top_k=20) if stats else watched
+
+    def batched(n: int, on: bool = False, cpu: bool = False) -> float:
+        """Generated tokens per second of wall time (`cpu`: per second of this process's CPU time); `on`: with
+        token statistics (--stats) or the thinking controller (--think)."""
         before = engine.usage.snapshot()
         t0, c0 = time.perf_counter(), time.process_time()
-        out = engine.sample(PROMPT, n, dataclasses.replace(params, stats_top_k=20 if with_stats else 0))
+        out = engine.sample(PROMPT, n, variant if on else params)
         wall, used = time.perf_counter() - t0, time.process_time() - c0
         spent = engine.usage - before
         assert spent.generated_tokens == sum(c.n_generated for c in out)
@@ -140,17 +153,17 @@ def run_speed(
         sequential(1)
     rows = []
     for n in ns:
-        if stats:  # alternate off / on, so that both see the same machine load
+        if stats or think:  # alternate off / on, so that both see the same machine load
             pairs = [(batched(n), batched(n, True)) for _ in range(STATS_PAIRS)]
             off, on = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
             cpu = [(batched(n, cpu=True), batched(n, True, cpu=True)) for _ in range(STATS_PAIRS)]
             cpu_off, cpu_on = statistics.median(p[0] for p in cpu), statistics.median(p[1] for p in cpu)
             row: dict = {"n": n, "batched_tokens_per_s": round(off, 2)}
+            what = "stats" if stats else "think"
             row.update(
-                stats_tokens_per_s=round(on, 2),
-                stats_ratio=round(on / off, 3),
-                stats_cpu_ratio=round(cpu_on / cpu_off, 3),
-            )
+                {f"{what}_tokens_per_s": round(on, 2), f"{what}_ratio": round(on / off, 3),
+                 f"{what}_cpu_ratio": round(cpu_on / cpu_off, 3)}
+            )  # fmt: skip
         else:
             row = {"n": n, "batched_tokens_per_s": round(batched(n), 2)}
         if sequential_baseline:
@@ -169,7 +182,8 @@ def run_speed(
     if progress:
         columns = {
             "batched_tokens_per_s": "batched", "stats_tokens_per_s": "with stats", "stats_ratio": "stats ratio",
-            "stats_cpu_ratio": "stats CPU ratio",
+            "stats_cpu_ratio": "stats CPU ratio", "think_tokens_per_s": "with think control",
+            "think_ratio": "think ratio", "think_cpu_ratio": "think CPU ratio",
             "sequential_tokens_per_s": "sequential", "ratio": "ratio",
             "llama_batched_tokens_per_s": "llama-batched", "batched_bench_decode_tokens_per_s": "batched-bench",
             "ratio_to_llama_batched": "vs llama-batched",
