@@ -170,6 +170,23 @@ def test_gguf_tokenizes_as_the_hf_tokenizer_for_each_backbone(row, checkpoints, 
         eng.close()
 
 
+def test_a_qwen2_tokenizer_class_splits_as_transformers_5_does(checkpoints, tmp_path):
+    """transformers 5's Qwen2Tokenizer splits with Qwen2's regex whatever tokenizer.json says: so must the GGUF
+    (a Llama 3 regex in tokenizer.json, digits in threes, under tokenizer_class Qwen2Tokenizer)."""
+    folder = tmp_path / "ck"
+    shutil.copytree(checkpoints["llama-b"], folder)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**cfg, "tokenizer_class": "Qwen2Tokenizer"}))
+    assert main(["prm", "import", str(folder), "--out", str(tmp_path / "out"), "--type", "f32"]) == 0
+    eng = LlamaEngine(str(tmp_path / "out" / "model.gguf"), n_threads=1)
+    try:
+        assert hf_ids(folder, "48 clips") != hf_ids(checkpoints["llama-b"], "48 clips")  # the class matters
+        for text in TEXTS:
+            assert eng.tokenize(text, add_bos=False, special=True) == hf_ids(folder, text), text
+    finally:
+        eng.close()
+
+
 def test_a_step_with_newlines_reads_as_each_reference_does(imported):
     """Skywork (value head, step token "\\n"): the newlines inside a step are step tokens between its pieces,
     each piece encoded alone; Qwen2.5-Math-PRM (classifier, "<extra_0>"): the newlines stay text."""

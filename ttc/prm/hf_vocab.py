@@ -2,7 +2,8 @@
 
 Read from the checkpoint's own tokenizer.json and tokenizer_config.json (no transformers needed):
 tokenizer.ggml.model gpt2 with the pre-tokenizer type whose regex the checkpoint's pre-tokenizer splits on
-(qwen2, or llama-bpe for Llama 3's; llama.cpp then splits text with that same regex), the tokens by id
+(qwen2, or llama-bpe for Llama 3's; llama.cpp then splits text with that same regex; qwen2 whenever the
+tokenizer class is Qwen2Tokenizer, whose transformers 5 class ignores tokenizer.json's), the tokens by id
 (ids the embedding has but the tokenizer lacks are filled as unused `[PADn]`), token types (special added
 tokens CONTROL, other added tokens USER_DEFINED), the merges, the special token ids and the chat template.
 """
@@ -76,7 +77,17 @@ def read_vocab(folder: Path, n_vocab: int) -> Vocab:
     model = data.get("model") or {}
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise UsageError(f"{path}: model type {model.get('type')!r} is not BPE; only byte-level BPE is supported")
-    pre = _pre_type(data.get("pre_tokenizer"), str(path))
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = {}
+    if cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise UsageError(f"{cfg_path}: not readable JSON ({e})") from None
+    # transformers 5's Qwen2Tokenizer builds its own pre-tokenizer (Qwen2's regex) from the vocabulary and
+    # merges, whatever tokenizer.json's says; other classes read tokenizer.json's as it is
+    qwen_class = cfg.get("tokenizer_class") in ("Qwen2Tokenizer", "Qwen2TokenizerFast")
+    pre = "qwen2" if qwen_class else _pre_type(data.get("pre_tokenizer"), str(path))
     tokens: list[str | None] = [None] * n_vocab
     types = [UNUSED] * n_vocab
     for text, i in model["vocab"].items():
@@ -95,13 +106,6 @@ def read_vocab(folder: Path, n_vocab: int) -> Vocab:
     if not merges:
         raise UsageError(f"{path}: the BPE has no merges")
     vocab = Vocab(tokens=tokens, types=types, merges=merges, pre=pre)
-    cfg_path = folder / "tokenizer_config.json"
-    cfg = {}
-    if cfg_path.is_file():
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise UsageError(f"{cfg_path}: not readable JSON ({e})") from None
     for kind in ("bos", "eos", "pad"):
         text = _token_text(cfg.get(f"{kind}_token"))
         i = vocab.id_of(text) if text else None
