@@ -1,13 +1,15 @@
 """Tiny random Hugging Face PRM checkpoints for the head-PRM tests and benchmark, written with transformers.
 
-A Qwen2 backbone (random, fixed seed) plus a head laid out as in the real checkpoints:
+A Qwen2, Qwen3 or Llama backbone (random, fixed seed) plus a head laid out as in the real checkpoints:
   value       Skywork-o1-Open-PRM: architectures ["Qwen2ForPrmModel"], `v_head.summary.{weight,bias}`
   classifier  Qwen2.5-Math-PRM: architectures ["Qwen2ForProcessRewardModel"], `score.0.*` Linear(h, h),
               ReLU, `score.2.*` Linear(h, 2)
 and a byte-level BPE tokenizer.json trained with `tokenizers` on a few lines of math, with Qwen2's
-pre-tokenizer regex and its special tokens (<|endoftext|>, <|im_start|>, <|im_end|>, <extra_0>).
+pre-tokenizer regex (Llama 3's for a Llama backbone) and Qwen's special tokens (<|endoftext|>, <|im_start|>,
+<|im_end|>, <extra_0>).
 
-`reference_scores` is the reference: the backbone's `last_hidden_state` through the head, in float32.
+`reference_scores` is the reference: the backbone's `last_hidden_state` through the head, in float32, from the
+model transformers builds out of the config.json it reads.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import numpy as np
 
 QWEN2_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
 )
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
 QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -48,14 +54,14 @@ TEXTS = [
 ]
 
 
-def _tokenizer(path: Path, vocab_size: int) -> None:
+def _tokenizer(path: Path, vocab_size: int, llama: bool = False) -> None:
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(LLAMA3_REGEX if llama else QWEN2_REGEX), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -67,7 +73,7 @@ def _tokenizer(path: Path, vocab_size: int) -> None:
     tok.add_special_tokens(SPECIALS)
     tok.save(str(path / "tokenizer.json"))
     cfg = {
-        "tokenizer_class": "Qwen2Tokenizer",
+        "tokenizer_class": "PreTrainedTokenizerFast" if llama else "Qwen2Tokenizer",
         "bos_token": "<|endoftext|>",
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
@@ -78,27 +84,40 @@ def _tokenizer(path: Path, vocab_size: int) -> None:
     (path / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
 
 
+CLASSES = {"qwen2": ("Qwen2Config", "Qwen2Model"), "qwen3": ("Qwen3Config", "Qwen3Model"),
+           "llama": ("LlamaConfig", "LlamaModel")}  # fmt: skip
+PREFIX = {"qwen2": "Qwen2", "qwen3": "Qwen3", "llama": "Llama"}
+
+
 def make_checkpoint(
     path: Path, kind: str, seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
     intermediate: int = 128, extra_vocab: int = 13, tie: bool = True, bpe_vocab: int = 400, init: float = 0.15,
+    backbone: str = "qwen2", dtype: str = "float32", shards: int = 1, rope_theta: float = 10000.0,
+    rope: dict | None = None, old_layout: bool = False, max_positions: int = 2048, **config,
 ) -> Path:  # fmt: skip
-    """Write a tiny random PRM checkpoint of `kind` ("value" or "classifier") into folder `path`."""
+    """Write a tiny random PRM checkpoint of `kind` ("value" or "classifier") into folder `path`: a `backbone`
+    (qwen2, qwen3, llama) with weights stored as `dtype` (float32 or bfloat16) in `shards` safetensors files,
+    rotary base `rope_theta` and scaling `rope` (rope_parameters without rope_theta), `config` passed on to the
+    transformers config class (head_dim, attention_bias, ...). config.json is the one transformers 5 saves;
+    `old_layout` rewrites it as transformers 4 did (top-level rope_theta, rope_scaling with "type",
+    torch_dtype, no layer_types)."""
     import torch
+    import transformers
     from safetensors.torch import save_file
-    from transformers import Qwen2Config, Qwen2Model
 
     path.mkdir(parents=True, exist_ok=True)
-    _tokenizer(path, bpe_vocab)
+    _tokenizer(path, bpe_vocab, llama=backbone == "llama")
     n_tok = len(json.loads((path / "tokenizer.json").read_text())["model"]["vocab"]) + len(SPECIALS)
     torch.manual_seed(seed)
-    arch = {"value": "Qwen2ForPrmModel", "classifier": "Qwen2ForProcessRewardModel"}[kind]
-    cfg = Qwen2Config(
+    arch = PREFIX[backbone] + {"value": "ForPrmModel", "classifier": "ForProcessRewardModel"}[kind]
+    config_class, model_class = (getattr(transformers, n) for n in CLASSES[backbone])
+    cfg = config_class(
         vocab_size=n_tok + extra_vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048, rope_theta=10000.0,
-        rms_norm_eps=1e-6, tie_word_embeddings=tie, initializer_range=init, bos_token_id=n_tok - 4,
-        eos_token_id=n_tok - 2,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
+        rope_parameters={"rope_type": "default", **(rope or {}), "rope_theta": rope_theta}, rms_norm_eps=1e-6,
+        tie_word_embeddings=tie, initializer_range=init, bos_token_id=n_tok - 4, eos_token_id=n_tok - 2, **config,
     )  # fmt: skip
-    model = Qwen2Model(cfg).eval()
+    model = model_class(cfg).float().eval()
     with torch.no_grad():  # norms away from 1 and biases away from 0, so a mistake in either shows
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("bias"):
@@ -132,12 +151,38 @@ def make_checkpoint(
     w = w / spread
     tensors[f"{last}.weight"] = w.contiguous()
     tensors[f"{last}.bias"] = -(x @ w.T).mean(0)
-    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-    out = cfg.to_dict()
+    tensors = {k: v.to(getattr(torch, dtype)) for k, v in tensors.items()}
+    names = list(tensors)
+    if shards == 1:
+        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    else:  # as save_pretrained shards: model-0000i-of-0000n.safetensors and an index naming each tensor's file
+        files = [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
+        weight_map = {n: files[i * shards // len(names)] for i, n in enumerate(names)}
+        for f in files:
+            save_file({n: tensors[n] for n in names if weight_map[n] == f}, str(path / f), metadata={"format": "pt"})
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+                 "weight_map": weight_map}  # fmt: skip
+        (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
+    cfg.save_pretrained(str(path))
+    out = json.loads((path / "config.json").read_text())
     out["architectures"] = [arch]
-    out["model_type"] = "qwen2"
+    out["dtype"] = dtype
+    if old_layout:
+        out = to_old_layout(out)
     (path / "config.json").write_text(json.dumps(out, indent=1))
     return path
+
+
+def to_old_layout(cfg: dict) -> dict:
+    """A transformers-5 config.json as transformers 4 wrote it."""
+    cfg = dict(cfg)
+    params = dict(cfg.pop("rope_parameters"))
+    cfg["rope_theta"] = params.pop("rope_theta")
+    kind = params.pop("rope_type")
+    cfg["rope_scaling"] = None if kind == "default" else {"type": kind, **params}
+    cfg["torch_dtype"] = cfg.pop("dtype")
+    cfg.pop("layer_types", None)
+    return cfg
 
 
 def hf_ids(path: Path, text: str) -> list[int]:
@@ -146,17 +191,27 @@ def hf_ids(path: Path, text: str) -> list[int]:
     return AutoTokenizer.from_pretrained(str(path)).encode(text, add_special_tokens=False)
 
 
-def reference_hidden(path: Path, ids: list[int]) -> np.ndarray:
-    """The backbone's last_hidden_state for `ids`, float32: [len(ids), hidden]."""
-    import torch
+def load_weights(path: Path) -> dict:
+    """Every tensor of the checkpoint's safetensors files (one or shards)."""
     from safetensors.torch import load_file
-    from transformers import Qwen2Config, Qwen2Model
 
-    cfg = Qwen2Config.from_pretrained(str(path))
-    model = Qwen2Model(cfg).eval()
-    weights = load_file(str(path / "model.safetensors"))
-    sd = {k[len("model.") :]: v for k, v in weights.items() if k.startswith("model.")}
-    model.load_state_dict(sd)
+    out = {}
+    for f in sorted(path.glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+def reference_hidden(path: Path, ids: list[int]) -> np.ndarray:
+    """The backbone's last_hidden_state for `ids`, computed in float32 by transformers from the config it reads
+    out of config.json: [len(ids), hidden]."""
+    import torch
+    import transformers
+
+    cfg = transformers.AutoConfig.from_pretrained(str(path))
+    model = getattr(transformers, CLASSES[cfg.model_type][1])(cfg).float().eval()
+    sd = {k[len("model.") :]: v.float() for k, v in load_weights(path).items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
     with torch.no_grad():
         out = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
     return out.float().numpy()
@@ -165,9 +220,8 @@ def reference_hidden(path: Path, ids: list[int]) -> np.ndarray:
 def reference_scores(path: Path, ids: list[int], positions: list[int]) -> list[float]:
     """Per-step scores at `positions` of `ids`: the head applied to last_hidden_state, in float32 torch."""
     import torch
-    from safetensors.torch import load_file
 
-    w = load_file(str(path / "model.safetensors"))
+    w = {k: v.float() for k, v in load_weights(path).items()}
     h = torch.from_numpy(reference_hidden(path, ids)[positions])
     if "v_head.summary.weight" in w:
         v = h @ w["v_head.summary.weight"].T + w["v_head.summary.bias"]

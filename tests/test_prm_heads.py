@@ -67,14 +67,8 @@ def reference_input(kind: str, folder, problem: str, steps: list[str]) -> tuple[
 
     tok = AutoTokenizer.from_pretrained(str(folder))
     texts = [s.strip("\n").rstrip() for s in steps]
-    if kind == "value":  # Skywork: BOS + problem + "\n", then each step encoded alone plus the "\n" token
-        ids = tok.encode(tok.bos_token + problem + "\n", add_special_tokens=False)
-        step_id = tok.encode("\n", add_special_tokens=False)[-1]
-        pos = []
-        for t in texts:
-            ids += tok.encode(t.replace("\n", " "), add_special_tokens=False) + [step_id]
-            pos.append(len(ids) - 1)
-        return ids, pos
+    if kind == "value":
+        return skywork_input(tok, problem, texts)
     messages = [
         {"role": "system", "content": QWEN_PRM_SYSTEM},
         {"role": "user", "content": problem},
@@ -84,6 +78,21 @@ def reference_input(kind: str, folder, problem: str, steps: list[str]) -> tuple[
     ids = tok.encode(text, add_special_tokens=False)
     tag = tok.convert_tokens_to_ids("<extra_0>")
     return ids, [i for i, t in enumerate(ids) if t == tag]
+
+
+def skywork_input(tok, problem: str, texts: list[str]) -> tuple[list[int], list[int]]:
+    """Skywork's prepare_input (skywork-o1-prm-inference, model_utils/io_utils.py) on the response made of the
+    steps one per line: BOS + problem + "\\n" encoded, then the response split on the step token "\\n", each
+    piece encoded alone (an empty one as nothing) and followed by the step token, whose positions are flagged.
+    A step with newlines inside is several pieces; its score is the flag at its last piece."""
+    ids = tok.encode(tok.bos_token + problem + "\n", add_special_tokens=False)
+    step_id = tok.encode("\n", add_special_tokens=False)[-1]
+    flags = []
+    for piece in "\n".join(texts).split("\n"):
+        ids += (tok.encode(piece, add_special_tokens=False) if piece else []) + [step_id]
+        flags.append(len(ids) - 1)
+    ends = np.cumsum([len(t.split("\n")) for t in texts]) - 1
+    return ids, [flags[i] for i in ends]
 
 
 @pytest.mark.parametrize("kind", ["value", "classifier"])
@@ -235,14 +244,12 @@ def test_bad_checkpoints_are_one_line_errors(checkpoints, tmp_path):
     code, err = _run(["prm", "import", str(empty), "--out", str(tmp_path / "o1")], tmp_path)
     assert code == 2 and "no config.json" in err
 
-    llama = tmp_path / "llama"
-    shutil.copytree(checkpoints["value"], llama)
-    cfg = json.loads((llama / "config.json").read_text())
-    (llama / "config.json").write_text(
-        json.dumps({**cfg, "model_type": "llama", "architectures": ["LlamaForCausalLM"]})
-    )
-    code, err = _run(["prm", "import", str(llama), "--out", str(tmp_path / "o2")], tmp_path)
-    assert code == 2 and "LlamaForCausalLM" in err and "not supported" in err
+    causal = tmp_path / "causal-lm"
+    shutil.copytree(checkpoints["value"], causal)
+    cfg = json.loads((causal / "config.json").read_text())
+    (causal / "config.json").write_text(json.dumps({**cfg, "architectures": ["Qwen2ForCausalLM"]}))
+    code, err = _run(["prm", "import", str(causal), "--out", str(tmp_path / "o2")], tmp_path)
+    assert code == 2 and "Qwen2ForCausalLM" in err and "not a supported reward head" in err
 
     from safetensors.numpy import load_file, save_file
 

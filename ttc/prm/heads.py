@@ -99,11 +99,24 @@ class TagLayout:
         return head if sep else ""
 
     def piece(self, step: str) -> tuple[list[int], int]:
-        """Tokens of one step as the PRM reads it (text, tag, separator) and the tag's index in them. The text
-        is tokenized alone, as Skywork's reference does; a tag inside it is removed (no planted tags)."""
-        text = step[: -len(self.delimiter)] if self.delimiter and step.endswith(self.delimiter) else step
-        text = text.strip("\n").rstrip().replace(self.cfg.step_tag, " " if self.cfg.step_tag.isspace() else "")
-        ids = self.engine.tokenize(text, add_bos=False, special=False) + [self.tag_id]
+        """Tokens of one step as the PRM reads it (text, tag, separator) and the index of the tag that scores it.
+
+        The text (the step without its delimiter, newlines at either end and trailing spaces) is tokenized
+        alone, as both references do. Newlines inside it follow each format's reference:
+          a whitespace tag (Skywork's "\\n", H4's "\\n\\n")  Skywork's prepare_input splits the response on its
+              step token, encodes each piece alone and puts the step token after every piece, empty ones too;
+              so here each tag inside the text is the tag token between separately encoded pieces, and the
+              step's score is read at its last tag (the one that sees the whole step)
+          any other tag (Qwen's "<extra_0>")  Qwen2.5-Math-PRM's model card joins the steps with the tag and
+              tokenizes the chat text whole: newlines stay text; a tag written inside a step is removed
+              (no planted tags)."""
+        tag, sep = self.cfg.step_tag, self.delimiter
+        text = step[: -len(sep)] if sep and step.endswith(sep) else step
+        text = text.strip("\n").rstrip()
+        parts = text.split(tag) if tag.isspace() else [text.replace(tag, "")]
+        ids: list[int] = []
+        for part in parts:
+            ids += (self.engine.tokenize(part, add_bos=False, special=False) if part else []) + [self.tag_id]
         at = len(ids) - 1
         if self.separator:
             ids += self.engine.tokenize(self.separator, add_bos=False, special=False)

@@ -1,18 +1,22 @@
 """`ttc prm import`: a Hugging Face PRM checkpoint with a reward head, as a GGUF backbone plus the head.
 
-Supported (config `model_type` qwen2; the head found by its tensor names):
-  Qwen2ForPrmModel (Skywork-o1-Open-PRM)             v_head.summary = Linear(h, 1)          -> value-head
-  Qwen2ForProcessRewardModel (Qwen2.5-Math-PRM)      score.0 Linear(h, h), ReLU, score.2 (2) -> classifier-head
-  Qwen2ForTokenClassification (H4's PRM-0.2)         score = Linear(h, 2)                   -> classifier-head
+Backbones qwen2, qwen3 and llama (config.json read as transformers reads it: ttc.prm.hf_config); the head found
+by its tensor names, with the architecture naming its class ({Qwen2,Qwen3,Llama} + one of):
+  ForPrmModel (Skywork-o1-Open-PRM)             v_head.summary = Linear(h, 1)          -> value-head
+  ForProcessRewardModel (Qwen2.5-Math-PRM)      score.0 Linear(h, h), ReLU, score.2 (2) -> classifier-head
+  ForTokenClassification (H4's PRM-0.2)         score = Linear(h, 2)                   -> classifier-head
 
 Written into the output folder:
-  model.gguf   the backbone (architecture qwen2, tensors and keys as llama.cpp's qwen2 loader reads them;
-               2-D weights in the chosen type, norms and biases f32) with the checkpoint's tokenizer
+  model.gguf   the backbone (architecture qwen2, qwen3 or llama, tensors and keys as llama.cpp's loader for it
+               reads them: llama's q/k rows permuted to llama.cpp's rotary pairing, qwen3's q/k norms, the
+               rotary base and scaling keys, llama3 scaling as a rope_freqs tensor; 2-D weights in the chosen
+               type, norms and biases f32) with the checkpoint's tokenizer
   head.npz     the head, float32: kind, layers w0, b0 (, w1, b1) as (out, in) and (out,), fingerprint
   prm.yaml     a preset fragment (a `prm:` section) naming both, with the scoring format
-The fingerprint (sha256 of config.json, the head and the token embedding) is stored in both the GGUF
-(`ttc.prm.fingerprint`) and head.npz, so a head is never applied to a backbone it was not trained with.
-Weights are read from *.safetensors with numpy (F32, F16, BF16), one tensor at a time.
+Nothing is written unless the config and every tensor's shape check out first. The fingerprint (sha256 of
+config.json, the head and the token embedding) is stored in both the GGUF (`ttc.prm.fingerprint`) and
+head.npz, so a head is never applied to a backbone it was not trained with. Weights are read from
+*.safetensors (one file or shards) with numpy (F32, F16, BF16), one tensor at a time.
 """
 
 from __future__ import annotations
@@ -20,37 +24,19 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import TTCRuntimeError, UsageError
+from .hf_config import Backbone, read_backbone
 from .hf_vocab import read_vocab, write_vocab
 
-ARCHITECTURES = {
-    "Qwen2ForPrmModel": "value-head",
-    "Qwen2ForProcessRewardModel": "classifier-head",
-    "Qwen2ForTokenClassification": "classifier-head",
-}
 TYPES = ("f16", "f32", "q8_0")
 QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 FINGERPRINT_KEY = "ttc.prm.fingerprint"
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
-
-_LAYER = {  # HF Qwen2 layer tensor -> GGUF name (after "blk.N.")
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
 
 
 class SafeTensors:
@@ -62,6 +48,16 @@ class SafeTensors:
         if not files:
             found = "pytorch_model.bin only" if (folder / "pytorch_model.bin").exists() else "none"
             raise UsageError(f"{folder}: no *.safetensors weights (found {found}); save the checkpoint as safetensors")
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():  # shards: take the files the index names, and every one must be there
+            try:
+                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (ValueError, KeyError, AttributeError) as e:
+                raise UsageError(f"{index}: not a safetensors index ({type(e).__name__}: {e})") from None
+            missing = [name for name in shards if not (folder / name).is_file()]
+            if missing:
+                raise UsageError(f"{index}: shard {missing[0]} is missing ({len(missing)} of {len(shards)})")
+            files = [folder / name for name in shards]
         for f in files:
             with open(f, "rb") as fh:
                 (n,) = struct.unpack("<Q", fh.read(8))
@@ -70,6 +66,9 @@ class SafeTensors:
                 if name != "__metadata__":
                     a, b = t["data_offsets"]
                     self.index[name] = (f, t["dtype"], tuple(t["shape"]), 8 + n + a, b - a)
+
+    def dtypes(self) -> list[str]:
+        return sorted({t for _, t, *_ in self.index.values()})
 
     def __contains__(self, name: str) -> bool:
         return name in self.index
@@ -116,8 +115,8 @@ def resolve_source(source: str) -> Path:
     return path
 
 
-def read_config(folder: Path) -> tuple[dict, str]:
-    """The checkpoint's config.json and the head format its architecture has."""
+def read_config(folder: Path) -> Backbone:
+    """The checkpoint's config.json, read as transformers reads it."""
     path = folder / "config.json"
     if not path.is_file():
         raise UsageError(f"{folder}: no config.json (not a Hugging Face checkpoint folder)")
@@ -125,17 +124,9 @@ def read_config(folder: Path) -> tuple[dict, str]:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
         raise UsageError(f"{path}: not readable JSON ({e})") from None
-    archs = cfg.get("architectures") or []
-    arch = next((a for a in archs if a in ARCHITECTURES), None)
-    if cfg.get("model_type") != "qwen2" or arch is None:
-        raise UsageError(
-            f"{path}: architecture {archs or cfg.get('model_type')!r} is not supported "
-            f"(supported: qwen2 with {', '.join(ARCHITECTURES)})"
-        )
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
-        if not isinstance(cfg.get(key), int):
-            raise UsageError(f"{path}: '{key}' is missing or not an integer")
-    return cfg, ARCHITECTURES[arch]
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{path}: not a JSON object")
+    return read_backbone(cfg, path)
 
 
 def _expect(st: SafeTensors, name: str, shape: tuple[int, ...], where: Path) -> np.ndarray:
@@ -168,7 +159,66 @@ def _backbone_prefix(st: SafeTensors, where: Path) -> str:
     for name in st.index:
         if name.endswith("embed_tokens.weight"):
             return name[: -len("embed_tokens.weight")]
-    raise UsageError(f"{where}: no embed_tokens.weight among the weights (not a Qwen2 backbone)")
+    raise UsageError(f"{where}: no embed_tokens.weight among the weights (not a {', '.join(BACKBONE_NAMES)} backbone)")
+
+
+BACKBONE_NAMES = ("qwen2", "qwen3", "llama")
+
+
+def _permute_rotary(a: np.ndarray, n_head: int) -> np.ndarray:
+    """HF's llama rotates the two halves of each head (i, i + d/2); llama.cpp's llama rotates adjacent pairs
+    (2i, 2i + 1): reorder each head's rows (or bias entries) so that pair j sits at rows 2j, 2j + 1."""
+    d = a.shape[0] // n_head
+    return a.reshape(n_head, 2, d // 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
+
+
+def plan_tensors(bb: Backbone, st: SafeTensors, where: Path) -> list[tuple[str, str, Callable | None]]:
+    """(GGUF name, checkpoint name, transform) for every backbone tensor, each checked against the shape the
+    config gives it; tensors the config does not use (a bias it says is absent) are left out, as transformers
+    leaves them."""
+    prefix = _backbone_prefix(st, where)
+    h, d, q, kv, f = bb.hidden, bb.head_dim, bb.n_head * bb.head_dim, bb.n_kv * bb.head_dim, bb.ffn
+    layer = {  # HF name -> (GGUF name after "blk.N.", shape)
+        "input_layernorm.weight": ("attn_norm.weight", (h,)),
+        "self_attn.q_proj.weight": ("attn_q.weight", (q, h)),
+        "self_attn.k_proj.weight": ("attn_k.weight", (kv, h)),
+        "self_attn.v_proj.weight": ("attn_v.weight", (kv, h)),
+        "self_attn.o_proj.weight": ("attn_output.weight", (h, q)),
+        "post_attention_layernorm.weight": ("ffn_norm.weight", (h,)),
+        "mlp.gate_proj.weight": ("ffn_gate.weight", (f, h)),
+        "mlp.up_proj.weight": ("ffn_up.weight", (f, h)),
+        "mlp.down_proj.weight": ("ffn_down.weight", (h, f)),
+    }
+    if bb.attn_bias:
+        layer["self_attn.q_proj.bias"] = ("attn_q.bias", (q,))
+        layer["self_attn.k_proj.bias"] = ("attn_k.bias", (kv,))
+        layer["self_attn.v_proj.bias"] = ("attn_v.bias", (kv,))
+    if bb.out_bias:
+        layer["self_attn.o_proj.bias"] = ("attn_output.bias", (h,))
+    if bb.mlp_bias:
+        layer.update(
+            {f"mlp.{n}_proj.bias": (f"ffn_{n}.bias", (h if n == "down" else f,)) for n in ("gate", "up", "down")}
+        )
+    if bb.arch == "qwen3":
+        layer["self_attn.q_norm.weight"] = ("attn_q_norm.weight", (d,))
+        layer["self_attn.k_norm.weight"] = ("attn_k_norm.weight", (d,))
+    plan = [("token_embd.weight", prefix + "embed_tokens.weight", (bb.vocab, h), None)]
+    for i in range(bb.n_layer):
+        for hf, (gg, shape) in layer.items():
+            fix = None
+            if bb.arch == "llama" and hf.startswith(("self_attn.q_proj", "self_attn.k_proj")):
+                n = bb.n_head if "q_proj" in hf else bb.n_kv
+                fix = lambda a, n=n: _permute_rotary(a, n)  # noqa: E731
+            plan.append((f"blk.{i}.{gg}", f"{prefix}layers.{i}.{hf}", shape, fix))
+    plan.append(("output_norm.weight", prefix + "norm.weight", (h,), None))
+    if "lm_head.weight" in st and not bb.tie:
+        plan.append(("output.weight", "lm_head.weight", (bb.vocab, h), None))
+    for _, name, shape, _ in plan:
+        if name not in st:
+            raise UsageError(f"{where}: backbone tensor {name} is missing")
+        if st.shape(name) != shape:
+            raise UsageError(f"{where}: backbone tensor {name} has shape {st.shape(name)}, the config gives {shape}")
+    return [(gg, name, fix) for gg, name, _, fix in plan]
 
 
 def fingerprint(config_bytes: bytes, layers, embedding: bytes) -> str:
@@ -192,43 +242,47 @@ def _add_weight(writer, name: str, a: np.ndarray, qtype: str) -> None:
         writer.add_tensor(name, a.astype(np.float16))
 
 
-def write_gguf(path: Path, folder: Path, cfg: dict, st: SafeTensors, qtype: str, print_: str, name: str) -> None:
+def write_gguf(path: Path, bb: Backbone, st: SafeTensors, plan, vocab, qtype: str, print_: str, name: str) -> None:
     import gguf
 
-    hidden, n_layer = cfg["hidden_size"], cfg["num_hidden_layers"]
-    n_head = cfg["num_attention_heads"]
-    prefix = _backbone_prefix(st, folder)
-    vocab = read_vocab(folder, st.shape(prefix + "embed_tokens.weight")[0])
-    w = gguf.GGUFWriter(str(path), "qwen2")
+    w = gguf.GGUFWriter(str(path), bb.arch)
     w.add_name(name)
-    w.add_context_length(int(cfg.get("max_position_embeddings", 32768)))
-    w.add_embedding_length(hidden)
-    w.add_block_count(n_layer)
-    w.add_feed_forward_length(cfg["intermediate_size"])
-    w.add_head_count(n_head)
-    w.add_head_count_kv(int(cfg.get("num_key_value_heads") or n_head))
-    w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
-    w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
+    w.add_context_length(bb.context)
+    w.add_embedding_length(bb.hidden)
+    w.add_block_count(bb.n_layer)
+    w.add_feed_forward_length(bb.ffn)
+    w.add_head_count(bb.n_head)
+    w.add_head_count_kv(bb.n_kv)
+    w.add_key_length(bb.head_dim)
+    w.add_value_length(bb.head_dim)
+    w.add_rope_dimension_count(bb.head_dim)
+    w.add_rope_freq_base(bb.rope.theta)
+    rope = bb.rope
+    if rope.kind == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rope.factor)
+    elif rope.kind == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(rope.factor)
+        w.add_rope_scaling_orig_ctx_len(rope.original_context)
+        # llama.cpp scales cos/sin by its own 0.1 ln(factor) + 1 and then by this: together transformers' factor
+        w.add_rope_scaling_attn_factors(rope.attention_factor / rope.yarn_mscale())
+    w.add_layer_norm_rms_eps(bb.eps)
     w.add_file_type({"f32": 0, "f16": 1, "q8_0": 7}[qtype])
     w.add_string(FINGERPRINT_KEY, print_)
     write_vocab(w, vocab)
-    _add_weight(w, "token_embd.weight", st.get(prefix + "embed_tokens.weight"), qtype)
-    for i in range(n_layer):
-        for hf, gg in _LAYER.items():
-            key = f"{prefix}layers.{i}.{hf}"
-            if key not in st:
-                raise UsageError(f"{folder}: backbone tensor {key} is missing")
-            _add_weight(w, f"blk.{i}.{gg}", st.get(key), qtype)
-    _add_weight(w, "output_norm.weight", st.get(prefix + "norm.weight"), qtype)
-    if "lm_head.weight" in st and not cfg.get("tie_word_embeddings", False):
-        _add_weight(w, "output.weight", st.get("lm_head.weight"), qtype)
+    if rope.kind == "llama3":
+        w.add_tensor("rope_freqs.weight", np.array(rope.llama3_divisors(bb.head_dim), np.float32))
+    for gg, hf, fix in plan:
+        a = st.get(hf)
+        _add_weight(w, gg, fix(a) if fix else a, qtype)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
 
 
-def render_template(fmt: str, cfg_arch: list[str], folder: Path) -> dict:
+def render_template(fmt: str, architecture: str, folder: Path) -> dict:
     """The prm: fields that say how this PRM reads a solution (its template, step tag)."""
     vocab_cfg = {}
     if (folder / "tokenizer_config.json").is_file():
@@ -236,7 +290,7 @@ def render_template(fmt: str, cfg_arch: list[str], folder: Path) -> dict:
     if fmt == "value-head":  # Skywork: BOS + problem + "\n", each step followed by the step token "\n"
         bos = _text(vocab_cfg.get("bos_token")) or ""
         return {"template": bos + "{problem}\n", "step_tag": "\n", "step_separator": ""}
-    if "Qwen2ForTokenClassification" in cfg_arch:  # H4: steps separated by a blank line
+    if architecture.endswith("ForTokenClassification"):  # H4: steps separated by a blank line
         return {"template": "{problem}\n\n", "step_tag": "\n\n", "step_separator": ""}
     template = vocab_cfg.get("chat_template")
     if not isinstance(template, str):
@@ -253,39 +307,51 @@ def _text(value) -> str | None:
     return value.get("content") if isinstance(value, dict) else value if isinstance(value, str) else None
 
 
-def import_checkpoint(source: str, out: str | Path, qtype: str = "f16") -> Path:
-    """Import checkpoint `source` into folder `out`; return the path of the preset fragment written."""
+def import_checkpoint(
+    source: str, out: str | Path, qtype: str = "f16", report: Callable[[str], None] | None = None
+) -> Path:
+    """Import checkpoint `source` into folder `out`; return the path of the preset fragment written. `report`
+    gets one line saying what was read (backbone, sizes, rotary embedding, dtype, head)."""
     import jinja2.sandbox  # noqa: F401 - render_template's, imported here so a missing jinja2 fails early
 
     if qtype not in TYPES:
         raise UsageError(f"--type must be one of {', '.join(TYPES)}, got '{qtype}'")
     folder = resolve_source(source)
-    cfg, fmt = read_config(folder)
+    bb = read_config(folder)
     st = SafeTensors(folder)
-    layers = read_head(st, fmt, cfg["hidden_size"], folder)
-    fields = render_template(fmt, cfg.get("architectures") or [], folder)
-    prefix = _backbone_prefix(st, folder)
-    print_ = fingerprint((folder / "config.json").read_bytes(), layers, st.raw(prefix + "embed_tokens.weight"))
+    layers = read_head(st, bb.head, bb.hidden, folder)
+    plan = plan_tensors(bb, st, folder)
+    vocab = read_vocab(folder, bb.vocab)
+    fields = render_template(bb.head, bb.architecture, folder)
+    print_ = fingerprint((folder / "config.json").read_bytes(), layers, st.raw(plan[0][1]))
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    gguf_path, head_path = out / "model.gguf", out / "head.npz"
+    gguf_path, head_path, fragment = out / "model.gguf", out / "head.npz", out / "prm.yaml"
     name = source.rstrip("/").rsplit("/", 1)[-1]
-    write_gguf(gguf_path, folder, cfg, st, qtype, print_, name)
-    arrays = {"kind": np.array(fmt), "fingerprint": np.array(print_)}
-    for i, (w, b) in enumerate(layers):
-        arrays[f"w{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
-    np.savez(head_path, **arrays)
+    try:
+        write_gguf(gguf_path, bb, st, plan, vocab, qtype, print_, name)
+        arrays = {"kind": np.array(bb.head), "fingerprint": np.array(print_)}
+        for i, (w, b) in enumerate(layers):
+            arrays[f"w{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
+        np.savez(head_path, **arrays)
+    except BaseException:  # a tensor that fails to read half-way: leave no GGUF that looks whole
+        gguf_path.unlink(missing_ok=True)
+        head_path.unlink(missing_ok=True)
+        raise
     prm = {
         "model": str(gguf_path.resolve()),
         "head": str(head_path.resolve()),
         "fingerprint": print_,
-        "format": fmt,
+        "format": bb.head,
         **fields,
         "aggregation": "last",
     }
-    fragment = out / "prm.yaml"
-    header = f"# ttc prm import {source} --type {qtype}: {fmt} PRM ({len(layers)}-layer head)\n"
+    shards = len({f for f, *_ in st.index.values()})
+    line = f"{bb.describe()} ({len(layers)}-layer head); weights {'/'.join(st.dtypes())} in {shards} file(s)"
+    header = f"# ttc prm import {source} --type {qtype}\n# {line}\n"
     # JSON strings are YAML double-quoted scalars: "\n" stays readable on one line
     body = "".join(f"  {k}: {json.dumps(v, ensure_ascii=False)}\n" for k, v in prm.items())
     fragment.write_text(header + "prm:\n" + body, encoding="utf-8")
+    if report:
+        report(f"imported {line} -> {qtype} GGUF")
     return fragment

@@ -1,10 +1,11 @@
-"""A Hugging Face checkpoint's tokenizer as GGUF metadata: Qwen2's byte-level BPE, for `ttc prm import`.
+"""A Hugging Face checkpoint's tokenizer as GGUF metadata: byte-level BPE (Qwen2's, Llama 3's), for `ttc prm import`.
 
 Read from the checkpoint's own tokenizer.json and tokenizer_config.json (no transformers needed):
-tokenizer.ggml.model gpt2 with pre-tokenizer type qwen2 (llama.cpp then splits text with the same regex as
-the checkpoint's pre-tokenizer, which is checked), the tokens by id (ids the embedding has but the
-tokenizer lacks are filled as unused `[PADn]`), token types (special added tokens CONTROL, other added
-tokens USER_DEFINED), the merges, the special token ids and the chat template.
+tokenizer.ggml.model gpt2 with the pre-tokenizer type whose regex the checkpoint's pre-tokenizer splits on
+(qwen2, or llama-bpe for Llama 3's; llama.cpp then splits text with that same regex; qwen2 whenever the
+tokenizer class is Qwen2Tokenizer, whose transformers 5 class ignores tokenizer.json's), the tokens by id
+(ids the embedding has but the tokenizer lacks are filled as unused `[PADn]`), token types (special added
+tokens CONTROL, other added tokens USER_DEFINED), the merges, the special token ids and the chat template.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from ..errors import UsageError
 QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+LLAMA3_SPLIT = (  # Llama 3's: digits in runs of up to three
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+PRE_TYPES = {QWEN2_SPLIT: "qwen2", LLAMA3_SPLIT: "llama-bpe"}  # the split regex -> llama.cpp's pre-tokenizer type
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5  # gguf.TokenType values
 
 
@@ -29,6 +35,7 @@ class Vocab:
     special: dict[str, int] = field(default_factory=dict)  # bos / eos / pad -> id
     text: dict[str, str] = field(default_factory=dict)  # bos / eos / pad -> its text
     add_bos: bool = False
+    pre: str = "qwen2"  # llama.cpp's pre-tokenizer type
     chat_template: str | None = None
 
     def id_of(self, text: str) -> int | None:
@@ -44,17 +51,18 @@ def _token_text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _check_pre_tokenizer(pre, where: str) -> None:
-    """Refuse a pre-tokenizer that llama.cpp's qwen2 pre-type would not reproduce."""
+def _pre_type(pre, where: str) -> str:
+    """llama.cpp's pre-tokenizer type for this one; refuse one that no llama.cpp pre-type would reproduce."""
     parts = pre.get("pretokenizers", [pre]) if isinstance(pre, dict) else []
     splits = [p for p in parts if p.get("type") == "Split"]
     byte_level = [p for p in parts if p.get("type") == "ByteLevel"]
     pattern = splits[0].get("pattern", {}).get("Regex") if len(splits) == 1 else None
-    if pattern != QWEN2_SPLIT or len(byte_level) != 1 or byte_level[0].get("use_regex", True):
+    if pattern not in PRE_TYPES or len(byte_level) != 1 or byte_level[0].get("use_regex", True):
         raise UsageError(
-            f"{where}: the pre-tokenizer is not Qwen2's (a Split on Qwen2's regex, then ByteLevel); "
-            "only Qwen2-style byte-level BPE tokenizers can be imported"
+            f"{where}: the pre-tokenizer is not Qwen2's or Llama 3's (a Split on their regex, then ByteLevel); "
+            "only those byte-level BPE tokenizers can be imported"
         )
+    return PRE_TYPES[pattern]
 
 
 def read_vocab(folder: Path, n_vocab: int) -> Vocab:
@@ -69,7 +77,17 @@ def read_vocab(folder: Path, n_vocab: int) -> Vocab:
     model = data.get("model") or {}
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise UsageError(f"{path}: model type {model.get('type')!r} is not BPE; only byte-level BPE is supported")
-    _check_pre_tokenizer(data.get("pre_tokenizer"), str(path))
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = {}
+    if cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise UsageError(f"{cfg_path}: not readable JSON ({e})") from None
+    # transformers 5's Qwen2Tokenizer builds its own pre-tokenizer (Qwen2's regex) from the vocabulary and
+    # merges, whatever tokenizer.json's says; other classes read tokenizer.json's as it is
+    qwen_class = cfg.get("tokenizer_class") in ("Qwen2Tokenizer", "Qwen2TokenizerFast")
+    pre = "qwen2" if qwen_class else _pre_type(data.get("pre_tokenizer"), str(path))
     tokens: list[str | None] = [None] * n_vocab
     types = [UNUSED] * n_vocab
     for text, i in model["vocab"].items():
@@ -87,14 +105,7 @@ def read_vocab(folder: Path, n_vocab: int) -> Vocab:
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     if not merges:
         raise UsageError(f"{path}: the BPE has no merges")
-    vocab = Vocab(tokens=tokens, types=types, merges=merges)
-    cfg_path = folder / "tokenizer_config.json"
-    cfg = {}
-    if cfg_path.is_file():
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise UsageError(f"{cfg_path}: not readable JSON ({e})") from None
+    vocab = Vocab(tokens=tokens, types=types, merges=merges, pre=pre)
     for kind in ("bos", "eos", "pad"):
         text = _token_text(cfg.get(f"{kind}_token"))
         i = vocab.id_of(text) if text else None
@@ -109,7 +120,7 @@ def read_vocab(folder: Path, n_vocab: int) -> Vocab:
 def write_vocab(writer, vocab: Vocab) -> None:
     """Put `vocab` into a gguf.GGUFWriter."""
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
+    writer.add_tokenizer_pre(vocab.pre)
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.types)
     writer.add_token_merges(vocab.merges)
