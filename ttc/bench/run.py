@@ -64,6 +64,9 @@ class BenchOptions:
     quiet: bool = False
     models: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
+    # --total-budget / --total-tokens: one total for the whole file, split four ways (bench/total.py)
+    total_budgets: list[int] = field(default_factory=list)
+    total_unit: str = "generations"  # or "tokens"
 
 
 def grade_answer(answer: str | None, gold_answer: str) -> bool:
@@ -102,6 +105,10 @@ def parse_strategies(text: str) -> list[str]:
 
 def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
     """Run (or resume) a bench; write DIR/samples.jsonl, DIR/summary.{json,csv}; return the summary."""
+    if opts.total_budgets:  # one total for the file: its own loop (bench/total.py)
+        from .total import run_total
+
+        return run_total(opts, console)
     t_start = time.monotonic()
     say = (lambda msg, **kw: None) if (opts.quiet or console is None) else console.print
     for name in opts.strategies:

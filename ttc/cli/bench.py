@@ -142,6 +142,20 @@ def bench(
             help="Other budgets for one of --presets (e.g. my-7b=1,2,4,8,16). Repeatable.",
         ),
     ] = None,
+    total_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--total-budget",
+            metavar="T[,T2...]",
+            help="One total for the whole file, in generations (e.g. 3200 for 100 problems at 32 each): "
+            "uniform, the allocator, the allocator with online reallocation and the stream allocator side by "
+            "side, paired against uniform; several totals make a curve (--plot: DIR/accuracy_vs_total.png).",
+        ),
+    ] = None,
+    total_tokens: Annotated[
+        str | None,
+        typer.Option("--total-tokens", metavar="T[,T2...]", help="As --total-budget, in policy tokens generated."),
+    ] = None,
     model: ModelOpt = None,
     seed: SeedOpt = 0,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the preset's).")] = None,
@@ -190,6 +204,7 @@ def bench(
         if json_out:
             print(json.dumps(summary, ensure_ascii=False))
         return
+    total, unit = _total_flags(total_budget, total_tokens, strategies, budgets, presets)
     opts = BenchOptions(
         data=data,
         out=out or str(Path("bench-runs") / Path(data).stem),
@@ -219,6 +234,8 @@ def bench(
             prm_base_url=prm_base_url,
         ),
         sampling=SamplingOverrides(temperature=temperature, max_tokens=max_tokens),
+        total_budgets=total,
+        total_unit=unit,
     )
     if presets is not None:
         names = parse_presets(presets)
@@ -229,3 +246,21 @@ def bench(
     summary = run_bench(opts, console=err)
     if json_out:
         print(json.dumps(summary, ensure_ascii=False))
+
+
+def _total_flags(total_budget, total_tokens, strategies, budgets, presets) -> tuple[list[int], str]:
+    """--total-budget / --total-tokens: the totals and their unit; usage errors for flags that do not go with them."""
+    if total_budget is None and total_tokens is None:
+        return [], "generations"
+    from ..bench.total import parse_totals
+
+    if total_budget is not None and total_tokens is not None:
+        raise UsageError("--total-budget and --total-tokens do not go together: give the total in one unit")
+    flag = "--total-budget" if total_budget is not None else "--total-tokens"
+    for other, given in (("--strategies", strategies != "majority"), ("--budgets", budgets != "1,4,16,64"),
+                         ("--presets", presets is not None)):  # fmt: skip
+        if given:
+            raise UsageError(f"{flag} runs its own cells (uniform, allocator, allocator+online, stream): drop {other}")
+    return parse_totals(total_budget if total_budget is not None else total_tokens, flag), (
+        "generations" if total_budget is not None else "tokens"
+    )
