@@ -67,6 +67,7 @@ class BenchOptions:
     # --total-budget / --total-tokens: one total for the whole file, split four ways (bench/total.py)
     total_budgets: list[int] = field(default_factory=list)
     total_unit: str = "generations"  # or "tokens"
+    total_ways: list[str] = field(default_factory=list)  # which of them to run (default: all four)
 
 
 def grade_answer(answer: str | None, gold_answer: str) -> bool:

@@ -152,7 +152,7 @@ def run_total(opts, console=None) -> dict[str, Any]:
     say = (lambda msg, **kw: None) if (opts.quiet or console is None) else console.print
     unit = opts.total_unit
     totals = sorted(set(opts.total_budgets))
-    check_cells(opts.paired, [(m, t) for m in MODES for t in totals], "this run (the ways x --total-budget)")
+    ways = [m for m in MODES if m in (opts.total_ways or MODES)]
     dataset = read_dataset(opts.data, opts.problem_key, opts.answer_key, opts.id_key, strict=opts.strict)
     problems = dataset.problems[: opts.limit] if opts.limit else dataset.problems
     if not problems:
@@ -171,13 +171,19 @@ def run_total(opts, console=None) -> dict[str, Any]:
         )
     alloc = allocator_for(solver)
     config = run_config(opts, dataset, totals, solver, model_identity(opts, solver))
-    config["strategies"] = list(MODES)
+    config["strategies"] = ways
     config["total"] = {
         "unit": unit, "totals": totals, "samples_of": "weighted-best-of-n",
         "allocator": {"wave": alloc.wave, "settle": alloc.settle, "new_answer_weight": alloc.new_weight,
                       "policy": alloc.policy.source},
     }  # fmt: skip
     store = open_store(opts.out, config, resume=opts.resume, force=opts.force)
+    known = [(r["strategy"], r["budget"]) for r in store.rows] + [(m, t) for t in totals for m in ways]
+    try:
+        check_cells(opts.paired, known, "this run (the ways x the totals)")
+    except UsageError:
+        store.close()
+        raise
     identity = config_hash({k: config[k] for k in ("dataset", "seed", "preset", "model", "sampling")})
     streams = None
     try:
@@ -189,7 +195,7 @@ def run_total(opts, console=None) -> dict[str, Any]:
         bench = {"dataset": Path(opts.data).name, "run": config_hash(config),
                  "model_file": config["model"]["file"], "model_bytes": config["model"]["bytes"]}  # fmt: skip
         for total in sorted(totals, reverse=True):  # the largest uniform cell draws the longest chunks first
-            for mode in MODES:
+            for mode in ways:
                 missing = [i for i, p in enumerate(problems) if not store.done((p.id, mode, total))]
                 if not missing:
                     continue
@@ -219,7 +225,7 @@ def run_total(opts, console=None) -> dict[str, Any]:
             streams.close()
         store.close()
         solver.close()
-    summary = summarize(store.rows, list(MODES))
+    summary = summarize(store.rows, list(MODES))  # every cell in the folder, also those of earlier invocations
     summary = {
         "dataset": {"path": str(dataset.path), "sha256": dataset.sha256, "problems_in_file": len(dataset.problems)},
         "total_budgets": totals, "unit": unit, "limit": opts.limit, "seed": opts.seed, "model": config["model"],
@@ -227,7 +233,7 @@ def run_total(opts, console=None) -> dict[str, Any]:
         "overhead": {"samples_drawn": streams.drawn, "samples_read_back": streams.read_back,
                      "engine_wall_s": round(streams.engine_s, 3), "total_wall_s": round(time.monotonic() - t_start, 3)},
     }  # fmt: skip
-    summary["allocation"] = allocation_summary(store, totals, unit)
+    summary["allocation"] = allocation_summary(store, sorted({r["budget"] for r in store.rows}), unit)
     out = Path(opts.out)
     publish(out, summary, store.rows, opts.paired, False, dataset.path.name, None, say)
     if console is not None and not opts.quiet:

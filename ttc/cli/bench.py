@@ -156,6 +156,15 @@ def bench(
         str | None,
         typer.Option("--total-tokens", metavar="T[,T2...]", help="As --total-budget, in policy tokens generated."),
     ] = None,
+    total_ways: Annotated[
+        str | None,
+        typer.Option(
+            "--total-ways",
+            metavar="WAYS",
+            help="With --total-budget: only these of uniform,allocator,allocator+online,stream (e.g. uniform for "
+            "a reference total added to a run with --resume --force).",
+        ),
+    ] = None,
     model: ModelOpt = None,
     seed: SeedOpt = 0,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the preset's).")] = None,
@@ -236,6 +245,7 @@ def bench(
         sampling=SamplingOverrides(temperature=temperature, max_tokens=max_tokens),
         total_budgets=total,
         total_unit=unit,
+        total_ways=_ways(total_ways, bool(total)),
     )
     if presets is not None:
         names = parse_presets(presets)
@@ -264,3 +274,18 @@ def _total_flags(total_budget, total_tokens, strategies, budgets, presets) -> tu
     return parse_totals(total_budget if total_budget is not None else total_tokens, flag), (
         "generations" if total_budget is not None else "tokens"
     )
+
+
+def _ways(text: str | None, total: bool) -> list[str]:
+    """--total-ways: a subset of the four ways, in their order; [] (all) when not given."""
+    if text is None:
+        return []
+    from ..policy.allocate import MODES
+
+    if not total:
+        raise UsageError("--total-ways goes with --total-budget or --total-tokens")
+    ways = [w.strip() for w in text.split(",") if w.strip()]
+    bad = [w for w in ways if w not in MODES]
+    if bad or not ways:
+        raise UsageError(f"--total-ways: '{bad[0] if bad else text}' is not one of {', '.join(MODES)}")
+    return ways

@@ -257,7 +257,7 @@ class Allocator:
         heapq.heapify(heap)
         while heap and budget.fits(1):
             v, i = heapq.heappop(heap)
-            if -v <= 0:
+            if -v * max(self.wave, len(ps[i].cands)) < self.settle:  # nowhere left where more would change it
                 break
             if not self._take(ps, i, min(self.wave, cap - len(ps[i].cands)), draw, budget):
                 break
