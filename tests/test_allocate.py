@@ -169,6 +169,21 @@ def test_a_killed_run_resumes_to_the_same_records_without_drawing_a_sample_twice
         assert (got[k]["answer"], got[k]["details"]) == (r["answer"], r["details"])
 
 
+def test_a_token_total_is_never_exceeded_on_the_real_engine_and_a_finished_run_is_summarized_again(tmp_path):
+    out = tmp_path / "tokens"
+    total = 5 * 192 * 3  # three solutions' worth of max_tokens per problem
+    summary = bench(out, total_budgets=[total], total_unit="tokens", total_ways=["uniform", "allocator+online"])
+    rows = summary["allocation"]["rows"]
+    assert {r["mode"] for r in rows} == {"uniform", "allocator+online"}
+    assert all(0 < r["spent_tokens"] <= total for r in rows)
+    cells = {}
+    for r in lines(out / SAMPLES):
+        cells[r["strategy"]] = cells.get(r["strategy"], 0) + r["spent"]["tokens_generated"]
+    assert all(v <= total for v in cells.values())
+    r = run_ttc("bench", str(out))
+    assert r.returncode == 0 and "allocator+online" in r.stderr.decode(), r.stderr.decode()
+
+
 def test_solve_stdin_answers_every_line_within_the_total():
     problems = [json.loads(x)["problem"] for x in ARITH.read_text().splitlines()]
     stdin = ("\n".join(problems[:3]) + "\n\n" + problems[3] + "\n").encode()

@@ -29,6 +29,7 @@ from ..strategies import SolveContext
 from ..strategies.base import Meter
 from ..strategies.sampling import sample_candidates, score_candidates, select_weighted
 from .datasets import read_dataset
+from .progress import LINE_INTERVAL_S
 from .store import bench_record, config_hash, open_store
 
 STREAMS = "streams.jsonl"
@@ -51,8 +52,9 @@ class Streams:
     """Each problem's samples, drawn lazily from the engine and scored by the PRM, cached and appended to
     DIR/streams.jsonl (one line per draw) so a resumed run reads them back instead of drawing again."""
 
-    def __init__(self, solver, problems, seed: int, params, path: Path, identity: str, resume: bool):
+    def __init__(self, solver, problems, seed: int, params, path: Path, identity: str, resume: bool, say=None):
         self.solver, self.problems, self.seed, self.params = solver, problems, seed, params
+        self.say, self.t0, self.last_said = say, time.monotonic(), time.monotonic()
         self.path, self.identity = path, identity
         self.cache: dict[int, list[tuple[Candidate, dict]]] = {}
         self.drawn = self.read_back = 0
@@ -118,6 +120,11 @@ class Streams:
         self._file.flush()
         have.extend(zip(cands, shares))
         self.drawn += k
+        now = time.monotonic()
+        if self.say is not None and now - self.last_said >= LINE_INTERVAL_S:
+            self.last_said = now
+            self.say(f"bench: {self.drawn} samples drawn and scored ({self.drawn / (now - self.t0):.1f}/s), "
+                     f"problem {i + 1} of {len(self.problems)}", markup=False, highlight=False)  # fmt: skip
 
     def close(self) -> None:
         if self._file is not None:
@@ -187,7 +194,7 @@ def run_total(opts, console=None) -> dict[str, Any]:
     identity = config_hash({k: config[k] for k in ("dataset", "seed", "preset", "model", "sampling")})
     streams = None
     try:
-        streams = Streams(solver, problems, opts.seed, params, Path(opts.out) / STREAMS, identity, opts.resume)
+        streams = Streams(solver, problems, opts.seed, params, Path(opts.out) / STREAMS, identity, opts.resume, say)
         if streams.read_back:
             say(f"ttc: {streams.read_back} samples read back from {streams.path}", markup=False)
         warm_up()

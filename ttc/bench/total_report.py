@@ -143,9 +143,12 @@ def plot_totals(out: Path, alloc: dict, title: str, say) -> Path | None:
         if rows:
             _errorbar(ax_g, [r["spent_generations"] for r in rows], rows, mode)
             _errorbar(ax_t, [r["spent_tokens"] for r in rows], rows, mode)
-    for ax, what in ((ax_g, "generations"), (ax_t, "policy tokens generated")):
+    from matplotlib.ticker import ScalarFormatter
+
+    for ax, what in ((ax_g, "generations"), (ax_t, "policy tokens")):
         ax.set_xscale("log", base=2)
-        _axis(ax, f"accuracy vs total {what} spent", f"total {what} spent for the file (log2)")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        _axis(ax, f"accuracy vs total {what} spent", f"total {what} spent on the file (log2)")
         ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
