@@ -209,3 +209,16 @@ def test_solve_stdin_answers_every_line_within_the_total():
 )
 def test_bad_total_flags_are_one_line_usage_errors(args, needle, tmp_path):
     one_line_error(run_ttc(*args, "--out", str(tmp_path / "o")) if args[0] == "bench" else run_ttc(*args), 2, needle)
+
+
+def test_a_preset_without_a_calibrated_policy_plans_on_the_documented_prior():
+    assert curves_of(None) is PRIOR_CURVES
+    policy = prior_policy(True)  # levels from the answer agreement of the first 4 samples
+    budget = Budget(10 * 12)
+    ps = Allocator(policy, curves_of(None)).run("allocator", 10, fake_streams(10, 5), budget)
+    assert budget.spent == 120 and {p.level for p in ps} <= {1, 2, 3, 4, 5}
+    by_level = {}
+    for p in ps:
+        by_level.setdefault(p.level, []).append(len(p.cands))
+    easiest, hardest = min(by_level), max(by_level)
+    assert easiest == hardest or max(by_level[easiest]) <= min(by_level[hardest])
