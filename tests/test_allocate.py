@@ -18,7 +18,7 @@ from rich.console import Console
 
 from ttc.bench import BenchOptions, run_bench
 from ttc.bench.store import SAMPLES
-from ttc.bench.total import STREAMS
+from ttc.bench.total import STREAMS, run_total
 from ttc.policy import load_policy
 from ttc.policy.allocate import MODES, PRIOR_CURVES, Allocator, Budget, curves_of, flip_chance, hull, plan
 from ttc.policy.prior import prior_policy
@@ -104,7 +104,8 @@ def test_an_agreeing_confident_pool_is_less_likely_to_flip_than_a_split_one():
 
 def bench(out: Path, **kw) -> dict:
     opts = BenchOptions(data=str(ARITH), out=str(out), models=ModelOptions(threads=1), **kw)
-    return run_bench(opts, console=Console(file=io.StringIO(), width=200))
+    run = run_total if opts.total_budgets else run_bench
+    return run(opts, console=Console(file=io.StringIO(), width=200))
 
 
 def lines(path: Path) -> list[dict]:

@@ -106,10 +106,8 @@ def parse_strategies(text: str) -> list[str]:
 
 def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
     """Run (or resume) a bench; write DIR/samples.jsonl, DIR/summary.{json,csv}; return the summary."""
-    if opts.total_budgets:  # one total for the file: its own loop (bench/total.py)
-        from .total import run_total
-
-        return run_total(opts, console)
+    if opts.total_budgets:  # one total for the file has its own loop, which uses this module's helpers
+        raise UsageError("a --total-budget run goes to ttc.bench.total.run_total, not run_bench")
     t_start = time.monotonic()
     say = (lambda msg, **kw: None) if (opts.quiet or console is None) else console.print
     for name in opts.strategies:

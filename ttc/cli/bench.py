@@ -253,7 +253,12 @@ def bench(
         if json_out:
             print(json.dumps(result, ensure_ascii=False))
         return
-    summary = run_bench(opts, console=err)
+    if opts.total_budgets:  # one total for the whole file (bench/total.py)
+        from ..bench.total import run_total
+
+        summary = run_total(opts, console=err)
+    else:
+        summary = run_bench(opts, console=err)
     if json_out:
         print(json.dumps(summary, ensure_ascii=False))
 
