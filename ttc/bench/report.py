@@ -61,7 +61,18 @@ def report_run(d: str | Path, pairs: list[tuple[Cell, Cell]], plot: bool, quiet:
         summary.pop("interrupted", None)  # recomputed from every record there is now
         dataset = store.config.get("dataset") or {}
         title = Path(str(dataset.get("path", ""))).name if isinstance(dataset, dict) else ""
-        publish(d, summary, store.rows, pairs, plot, title, None if quiet else console, say)
+        total = store.config.get("total")
+        if isinstance(total, dict):  # a --total-budget run: its comparison of the ways (bench/total_report.py)
+            from .total_report import allocation_summary, plot_totals, print_allocation
+
+            summary["allocation"] = allocation_summary(store, sorted({r["budget"] for r in store.rows}), total["unit"])
+            publish(d, summary, store.rows, pairs, False, title, None, say)
+            if not quiet and console is not None:
+                print_allocation(console, summary["allocation"])
+            if plot:
+                plot_totals(d, summary["allocation"], title, say)
+        else:
+            publish(d, summary, store.rows, pairs, plot, title, None if quiet else console, say)
     finally:
         store.close()
     say(f"bench: {summary['records']} records summarized from {store.samples_path}; nothing was run", markup=False)

@@ -64,6 +64,10 @@ class BenchOptions:
     quiet: bool = False
     models: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
+    # --total-budget / --total-tokens: one total for the whole file, split four ways (bench/total.py)
+    total_budgets: list[int] = field(default_factory=list)
+    total_unit: str = "generations"  # or "tokens"
+    total_ways: list[str] = field(default_factory=list)  # which of them to run (default: all four)
 
 
 def grade_answer(answer: str | None, gold_answer: str) -> bool:
@@ -102,6 +106,8 @@ def parse_strategies(text: str) -> list[str]:
 
 def run_bench(opts: BenchOptions, console=None) -> dict[str, Any]:
     """Run (or resume) a bench; write DIR/samples.jsonl, DIR/summary.{json,csv}; return the summary."""
+    if opts.total_budgets:  # one total for the file has its own loop, which uses this module's helpers
+        raise UsageError("a --total-budget run goes to ttc.bench.total.run_total, not run_bench")
     t_start = time.monotonic()
     say = (lambda msg, **kw: None) if (opts.quiet or console is None) else console.print
     for name in opts.strategies:

@@ -157,6 +157,29 @@ def bench(
             help="Other budgets for one of --presets (e.g. my-7b=1,2,4,8,16). Repeatable.",
         ),
     ] = None,
+    total_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--total-budget",
+            metavar="T[,T2...]",
+            help="One total for the whole file, in generations (e.g. 3200 for 100 problems at 32 each): "
+            "uniform, the allocator, the allocator with online reallocation and the stream allocator side by "
+            "side, paired against uniform; several totals make a curve (--plot: DIR/accuracy_vs_total.png).",
+        ),
+    ] = None,
+    total_tokens: Annotated[
+        str | None,
+        typer.Option("--total-tokens", metavar="T[,T2...]", help="As --total-budget, in policy tokens generated."),
+    ] = None,
+    total_ways: Annotated[
+        str | None,
+        typer.Option(
+            "--total-ways",
+            metavar="WAYS",
+            help="With --total-budget: only these of uniform,allocator,allocator+online,stream (e.g. uniform for "
+            "a reference total added to a run with --resume --force).",
+        ),
+    ] = None,
     model: ModelOpt = None,
     seed: SeedOpt = 0,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the preset's).")] = None,
@@ -210,6 +233,9 @@ def bench(
         from ..bench.thinkgrid import expand, parse_think_budgets
 
         labels = expand(labels, parse_think_budgets(think_budgets))
+    total, unit = _total_flags(total_budget, total_tokens, strategies, budgets, presets)
+    if total and think_budgets is not None:
+        raise UsageError("--think-budgets and a total budget do not go together yet: run the grid, or the total")
     opts = BenchOptions(
         data=data,
         out=out or str(Path("bench-runs") / Path(data).stem),
@@ -239,6 +265,9 @@ def bench(
             prm_base_url=prm_base_url,
         ),
         sampling=SamplingOverrides(temperature=temperature, max_tokens=max_tokens),
+        total_budgets=total,
+        total_unit=unit,
+        total_ways=_ways(total_ways, bool(total)),
     )
     if presets is not None:
         names = parse_presets(presets)
@@ -246,6 +275,44 @@ def bench(
         if json_out:
             print(json.dumps(result, ensure_ascii=False))
         return
-    summary = run_bench(opts, console=err)
+    if opts.total_budgets:  # one total for the whole file (bench/total.py)
+        from ..bench.total import run_total
+
+        summary = run_total(opts, console=err)
+    else:
+        summary = run_bench(opts, console=err)
     if json_out:
         print(json.dumps(summary, ensure_ascii=False))
+
+
+def _total_flags(total_budget, total_tokens, strategies, budgets, presets) -> tuple[list[int], str]:
+    """--total-budget / --total-tokens: the totals and their unit; usage errors for flags that do not go with them."""
+    if total_budget is None and total_tokens is None:
+        return [], "generations"
+    from ..bench.total import parse_totals
+
+    if total_budget is not None and total_tokens is not None:
+        raise UsageError("--total-budget and --total-tokens do not go together: give the total in one unit")
+    flag = "--total-budget" if total_budget is not None else "--total-tokens"
+    for other, given in (("--strategies", strategies != "majority"), ("--budgets", budgets != "1,4,16,64"),
+                         ("--presets", presets is not None)):  # fmt: skip
+        if given:
+            raise UsageError(f"{flag} runs its own cells (uniform, allocator, allocator+online, stream): drop {other}")
+    return parse_totals(total_budget if total_budget is not None else total_tokens, flag), (
+        "generations" if total_budget is not None else "tokens"
+    )
+
+
+def _ways(text: str | None, total: bool) -> list[str]:
+    """--total-ways: a subset of the four ways, in their order; [] (all) when not given."""
+    if text is None:
+        return []
+    from ..policy.allocate import MODES
+
+    if not total:
+        raise UsageError("--total-ways goes with --total-budget or --total-tokens")
+    ways = [w.strip() for w in text.split(",") if w.strip()]
+    bad = [w for w in ways if w not in MODES]
+    if bad or not ways:
+        raise UsageError(f"--total-ways: '{bad[0] if bad else text}' is not one of {', '.join(MODES)}")
+    return ways

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import UsageError
 from .app import app, err
 from .options import (
     BackendOpt,
@@ -72,6 +73,17 @@ def solve(
     think_min: ThinkMinOpt = None,
     think_message: ThinkMessageOpt = None,
     thinking: ThinkingOpt = None,
+    total_budget: Annotated[
+        int | None,
+        typer.Option(
+            "--total-budget",
+            help="With '-': one total in generations for all the lines, split by predicted difficulty and "
+            "confidence, each line answered before the next is looked at (see ttc bench --total-budget).",
+        ),
+    ] = None,
+    total_tokens: Annotated[
+        int | None, typer.Option("--total-tokens", help="As --total-budget, in policy tokens generated.")
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -85,14 +97,24 @@ def solve(
         get_strategy(strategy)
     options = parse_options(opt)
     think = think_options(think_budget, think_min, think_message, thinking)
+    total, unit = _total(total_budget, total_tokens, problem, strategy, options)
+    if total is not None and think.given():
+        raise UsageError("--total-budget and the thinking flags do not go together yet: the allocator runs without")
     problems = read_problems(problem)
     solver = Solver(
         ModelOptions(
             preset, model, n_gpu_layers, threads, verbose, backend, base_url, served_model, prm_base_url=prm_base_url
         )
     )
-    strategy = strategy or solver.default_strategy
     sampling = SamplingOverrides(temperature=temperature, max_tokens=max_tokens)
+    if total is not None:
+        from ..bench.stdin_total import solve_total
+
+        say = (lambda m: None) if quiet else (lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
+        solve_total(solver, problems, total, unit, seed, sampling, json_out, say)
+        solver.close()
+        return
+    strategy = strategy or solver.default_strategy
     show = err.is_terminal and not quiet and not json_out
     for text in problems:
         if not text.strip():
@@ -122,6 +144,25 @@ def solve(
                 f"{s.wall_s:.2f}s[/dim]"
             )
     solver.close()
+
+
+def _total(total_budget, total_tokens, problem, strategy, options) -> tuple[int | None, str]:
+    """--total-budget / --total-tokens: the total and its unit, or usage errors for what does not go with it."""
+    from ..errors import UsageError
+
+    if total_budget is None and total_tokens is None:
+        return None, "generations"
+    if total_budget is not None and total_tokens is not None:
+        raise UsageError("--total-budget and --total-tokens do not go together: give the total in one unit")
+    flag = "--total-budget" if total_budget is not None else "--total-tokens"
+    total = total_budget if total_budget is not None else total_tokens
+    if total < 1:
+        raise UsageError(f"{flag} must be a positive integer, got {total}")
+    if problem not in (None, "-"):
+        raise UsageError(f"{flag} is for many problems: pass '-' and one problem per line on stdin")
+    if strategy is not None or options:
+        raise UsageError(f"{flag} chooses the spend itself (PRM-weighted samples): drop --strategy and --opt")
+    return total, "generations" if total_budget is not None else "tokens"
 
 
 @app.command(epilog='Example:\n\n  ttc compare "37+48-19" --budget 16 --answer 66 --strategies greedy,majority,beam')
