@@ -14,7 +14,7 @@ together run in the same decode batches, everything else on the engine runs one 
   across requests.
 - `usage` is per thread, like the HTTP backend's: each request sees what its own work cost (its prompt,
   its own tokens, and the decode calls and time of the batches it took part in).
-- `bind(cancelled)`: the calling thread's work is abandoned once `cancelled()` is true: its continuations
+- `bind(cancelled)` (module level): the calling thread's work is abandoned once `cancelled()` is true: its continuations
   stop at the next decode step, its sequences leave the KV cache, and its next engine call raises
   `Cancelled`. When no work is left, every context the engine keeps is emptied, so an idle server holds
   no sequence in its KV cache (`kv_cells` reads that).
@@ -33,6 +33,24 @@ from .base import BranchSet, Completion, Engine, SamplingParams, Usage, Watch
 
 WINDOW_S = 0.01  # how long the first call of a batch waits for others to join it
 DELEGATED = ("token_text", "piece", "is_eog", "eog_tokens", "n_vocab")  # read-only facts of the engine
+
+
+_BOUND = threading.local()  # the calling thread's `cancelled`, for every scheduler
+
+
+def _never() -> bool:
+    return False
+
+
+@contextmanager
+def bind(cancelled: Callable[[], bool]):
+    """Work this thread does inside, on any scheduler, is abandoned once `cancelled()` is true."""
+    old = getattr(_BOUND, "cancelled", None)
+    _BOUND.cancelled = cancelled
+    try:
+        yield
+    finally:
+        _BOUND.cancelled = old
 
 
 class Cancelled(TTCRuntimeError):
@@ -78,18 +96,8 @@ class Scheduler(Engine):
     def usage(self, value: Usage) -> None:
         self._local.usage = value
 
-    @contextmanager
-    def bind(self, cancelled: Callable[[], bool]):
-        """Work done by this thread inside is abandoned once `cancelled()` is true."""
-        old = getattr(self._local, "cancelled", None)
-        self._local.cancelled = cancelled
-        try:
-            yield
-        finally:
-            self._local.cancelled = old
-
     def _cancelled(self) -> Callable[[], bool]:
-        return getattr(self._local, "cancelled", None) or (lambda: False)
+        return getattr(_BOUND, "cancelled", None) or _never
 
     def check(self) -> None:
         if self._cancelled()():
