@@ -210,6 +210,14 @@ def parse(body: Any, chat: bool, raw_names: set[str], max_budget: int) -> Plan:
             raise ApiError("a prompt is empty", param="prompt")
     plan = Plan(model=body["model"], raw=raw, problems=problems, options=dict(options), chat=chat)
     _ttc_field(body, plan, strategy, budget)
+    if not raw:
+        from ..errors import UsageError
+        from ..solve import check_budget
+
+        try:
+            check_budget(plan.budget, "ttc.budget")
+        except UsageError as e:
+            raise ApiError(str(e), param="ttc.budget") from None
     n = _number(body, "n", 1, MAX_N, integer=True) or 1
     if not raw and n * plan.budget * len(problems) > max_budget:
         raise ApiError(f"n x budget x prompts = {n * plan.budget * len(problems)} is over the limit of {max_budget} "

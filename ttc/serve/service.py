@@ -70,18 +70,12 @@ class Service:
             "running_sequences": sum(x.running for x in s),
             "queued_calls": sum(x.queued() for x in s),
             "kv_cells": None if any(x.kv_cells() is None for x in s) else sum(x.kv_cells() for x in s),
+            "batches": [list(b) for x in s for b in x.batches[-16:]],  # (calls, continuations) of recent batches
         }
 
     def check(self, plan: Plan) -> None:
-        """What can be refused before any work: the budget, think_budget where the Solver takes none."""
-        if plan.raw:
-            return
-        from ..solve import check_budget
-
-        try:
-            check_budget(plan.budget, "ttc.budget")
-        except UsageError as e:
-            raise ApiError(str(e), param="ttc.budget") from None
+        """What can be refused before any work beyond the request's own syntax: think_budget where the Solver
+        takes none."""
         if plan.think_budget is not None and not self.takes_think_budget:
             raise ApiError("'ttc.think_budget' is not supported by this ttc's solver", param="ttc.think_budget")
 
