@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 from typing import Annotated
 
 import typer
@@ -100,6 +101,13 @@ def serve(
             markup=False,
             soft_wrap=True,
         )
-        server.run()
+        # uvicorn finishes the requests under way on SIGTERM, then raises the signal again with the handler it
+        # found: a quiet one here, so that the models are closed below and the exit status is 0
+        previous = signal.signal(signal.SIGTERM, lambda *_: None)
+        try:
+            server.run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        err.print("ttc serve: stopped", markup=False)
     finally:
         service.close()

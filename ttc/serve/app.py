@@ -163,7 +163,10 @@ def build_app(service, api_key: str | None = None, max_request_bytes: int = MAX_
         if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
             raise ApiError("'prompt' (a string) is required", param="prompt")
         add = body.get("add_special_tokens", True)
-        ids = service.solver.policy.tokenize(body["prompt"], add_bos=bool(add), special=True)
+        if len(body["prompt"]) > service.max_prompt_chars:
+            raise ApiError(f"'prompt' is over {service.max_prompt_chars} characters", param="prompt")
+        tok = service.solver.policy.tokenize
+        ids = await asyncio.get_running_loop().run_in_executor(service.pool, tok, body["prompt"], bool(add), True)
         return JSONResponse({"tokens": ids, "count": len(ids), "max_model_len": service.solver.policy.info.n_ctx_train})
 
     async def detokenize(request: Request) -> Response:

@@ -10,6 +10,7 @@ went away) abandons the runs: their sequences stop at the next decode step and l
 from __future__ import annotations
 
 import inspect
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ..engine.base import SamplingParams
@@ -19,6 +20,8 @@ from ..solve import ModelOptions, SamplingOverrides, Solver, max_budget
 from .protocol import PREFIX, ApiError, Plan
 from .responses import Choice, from_result
 
+STACK_BYTES = 256 << 20  # of each request thread (virtual memory, touched only as deep as it is used)
+CHARS_PER_TOKEN = 8
 RAW_FINISH = {"stop": "stop", "eos": "stop", "length": "length"}
 
 
@@ -39,6 +42,11 @@ class Service:
         if self.solver.preset.policy:
             self.solver.policy_table  # noqa: B018
         self.raw_name = policy.info.name
+        # llama.cpp's tokenizer recurses per character of a long unbroken run (a 40,000-digit word overflows an
+        # 8 MB thread stack and kills the process): the threads that tokenize get deep stacks, and a prompt
+        # is capped at CHARS_PER_TOKEN characters per token of context, past which it could not fit anyway
+        threading.stack_size(STACK_BYTES)
+        self.max_prompt_chars = CHARS_PER_TOKEN * max(policy.info.n_ctx_train, 1)
         self.pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="ttc-request")  # requests
         self.runs = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="ttc-run")  # their strategy runs
         self.max_budget = max_budget()
@@ -76,6 +84,11 @@ class Service:
     def check(self, plan: Plan) -> None:
         """What can be refused before any work beyond the request's own syntax: think_budget where the Solver
         takes none."""
+        for text in plan.problems:
+            if len(text) > self.max_prompt_chars:
+                raise ApiError(f"a prompt of {len(text)} characters is over the limit of {self.max_prompt_chars} "
+                               f"({CHARS_PER_TOKEN} per token of {self.raw_name}'s context)",
+                               param="messages" if plan.chat else "prompt", code="context_length_exceeded")  # fmt: skip
         if plan.think_budget is not None and not self.takes_think_budget:
             raise ApiError("'ttc.think_budget' is not supported by this ttc's solver", param="ttc.think_budget")
 

@@ -94,7 +94,9 @@ def sample_together(engine, jobs: list[Job], flash: bool | None) -> None:
         engine.check_fits(len(job.prompt_tokens), job.params.max_tokens)
         job.out = [None] * job.n
     for wave in waves(engine, jobs):
-        _run_wave(engine, wave, base, flash)
+        wave = [w for w in wave if not w[0].cancelled()]  # a caller gone before its wave began
+        if wave:
+            _run_wave(engine, wave, base, flash)
 
 
 def _run_wave(engine, wave: list[tuple[Job, int, int]], params: SamplingParams, flash: bool | None) -> None:
