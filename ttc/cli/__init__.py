@@ -8,6 +8,7 @@
     bench     ttc speed, ttc bench
     models    ttc strategies, ttc presets list|show
     prm       ttc prm import (a Hugging Face reward-head PRM as GGUF + head)
+    serve     ttc serve (an OpenAI-compatible endpoint; the ASGI app is ttc.serve)
 
 Each command module registers its commands on `app` when imported; they are imported here in the order
 `ttc --help` lists them. Command modules import `app` and `options`, never each other.
@@ -22,6 +23,7 @@ from . import grade  # noqa: F401, E402
 from . import bench  # noqa: F401, E402
 from . import models  # noqa: F401, E402
 from . import prm  # noqa: F401, E402
+from . import serve  # noqa: F401, E402
 # isort: on
 
 __all__ = ["app", "main"]

@@ -8,7 +8,7 @@ sample from one logits row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -67,6 +67,26 @@ class LlamaBranches(BranchSet):
             self.next_id += 1
         return ids
 
+    def add_root(self, prompt_tokens: list[int]) -> int:
+        """Another prompt's root in this context, forkable like root 0: the continuations of several prompts
+        (requests that arrived together, ttc.engine.scheduler) then run in one `run`, one decode per step."""
+        if not self.free:
+            raise TTCRuntimeError(f"no free sequence for another prompt ({self.ctx.n_seq} in this context)")
+        seq = self.free.pop()
+        self.engine.lc.llama_memory_seq_rm(self.ctx.mem, seq, -1, -1)
+        self.live[self.next_id] = Branch(seq=seq, tokens=list(prompt_tokens), n_prompt=len(prompt_tokens))
+        self.next_id += 1
+        return self.next_id - 1
+
+    def settle(self, branches: Sequence[int]) -> None:
+        """Evaluate the branches' tokens (all but the last, which sampling evaluates) in shared decodes, so
+        that the roots of several prompts are read together before they are forked."""
+        items = [(br, len(br.tokens) - 1, set()) for br in (self.live[b] for b in branches)]
+        items = [it for it in items if it[0].n_cached < it[1]]
+        if items:
+            with self.engine.timed():
+                self.ctx.decode(items, lambda *a: None)
+
     def drop(self, branches: Sequence[int]) -> None:
         for b in branches:
             br = self.live.pop(b)
@@ -94,12 +114,14 @@ class LlamaBranches(BranchSet):
             return self.run(list(branches), params, first_index=0)
 
     def run(
-        self, ids: list[int], params: SamplingParams, first_index: int = 0, watch: Watch | None = None
-    ) -> list[Completion]:
+        self, ids: list[int], params: SamplingParams, first_index: int = 0, watch: Watch | None = None,
+        seeds: Sequence[int] | None = None, cancel: Callable[[int], bool] | None = None,
+    ) -> list[Completion]:  # fmt: skip
         """Sample continuations of branches `ids` until each hits a stop string, EOG or max_tokens. The
-        continuation of ids[j] samples with seed (params.seed, first_index + j). With `params.stats_top_k`,
-        each keeps TokenStats, and `watch` sees it as continuation first_index + j after every token: a False
-        ends it there ("killed"; its last token stays pending, its tokens stay counted)."""
+        continuation of ids[j] samples with seed (params.seed, first_index + j), or with seeds[j] when given.
+        With `params.stats_top_k`, each keeps TokenStats, and `watch` sees it as continuation first_index + j
+        after every token: a False ends it there ("killed"; its last token stays pending, its tokens stay
+        counted). `cancel(first_index + j)`, asked before every decode, True ends it there ("cancelled")."""
         eng, lc = self.engine, self.engine.lc
         stops = [s.encode("utf-8") for s in params.stop if s]
         watch = watch if params.stats_top_k > 0 else None
@@ -116,7 +138,7 @@ class LlamaBranches(BranchSet):
             br = self.live[b]
             if br.finished:
                 raise TTCRuntimeError(f"branch {b} has already finished; it cannot be extended")
-            seed = derive_seed(params.seed, first_index + j)
+            seed = derive_seed(params.seed, first_index + j) if seeds is None else int(seeds[j])
             chain = None if sampler is not None else _make_chain(lc, params, seed, eng.eog_tokens(), eng.n_vocab)
             st = state[b] = _Gen(br, chain, len(br.tokens), first_index + j, generator(seed) if sampler else None)
             if stats is not None:
@@ -126,6 +148,13 @@ class LlamaBranches(BranchSet):
         active = list(ids)
         try:
             while active:
+                if cancel is not None:  # the callers that are gone (a server's client hung up)
+                    for b in active:
+                        if cancel(state[b].index):
+                            state[b].finish("cancelled")
+                    active = [b for b in active if state[b].reason is None]
+                    if not active:
+                        break
                 # Sample inside the callback: a later chunk of the same step would overwrite the logits.
                 drawn = self._draw(state, active, sampler, stats)
                 still = []

@@ -58,7 +58,7 @@ from .setup import choose_model, model_facts
 from .stream import StreamedSampling
 from .thinking import sample_thinking
 
-KINDS = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama-server", "me": "llama-cpp-python"}
+KINDS = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama-server", "me": "llama-cpp-python", "ttc": "ttc"}
 LLAMA_CPP = ("llama-server", "llama-cpp-python")
 N_PER_REQUEST = 16  # choices per request when the server honours n
 
