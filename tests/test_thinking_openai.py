@@ -70,3 +70,27 @@ def test_confidence_strategies_over_thinking_traces_on_a_server_are_refused_in_o
     r = run_ttc("solve", "1+1", "-p", str(served[0]), "--think-budget", "10", "-s", "deepconf")
     err = r.stderr.decode().strip().splitlines()
     assert r.returncode == 2 and "in-process" in err[-1] and "Traceback" not in r.stderr.decode()
+
+
+def test_ttc_serve_returns_the_thinking_as_reasoning_content_never_in_content(tmp_path):
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("uvicorn")
+    from serve_helpers import Server as TTCServer
+
+    model = write_thinking_gguf(tmp_path / "qwen3.gguf", "qwen3", q=0.05)
+    preset = write_preset(tmp_path, model, "qwen3")
+    server = TTCServer("--preset", str(preset))
+    try:
+        client = openai.OpenAI(base_url=server.base + "/v1", api_key="none", max_retries=0, timeout=120)
+        r = client.chat.completions.create(
+            model="ttc/majority@4", messages=[{"role": "user", "content": "1+1"}], seed=2,
+            extra_body={"ttc": {"think_budget": 8}},
+        )  # fmt: skip
+        message = r.choices[0].message
+        assert "42" in message.content and "7" not in message.content and "</think>" not in message.content
+        reasoning = getattr(message, "reasoning_content", None) or message.model_extra.get("reasoning_content")
+        assert reasoning and set(reasoning) == {"7"} and len(reasoning) <= 8
+        cands = r.model_extra["ttc"]["results"][0]["candidates"]
+        assert all(c["think"]["tokens"] <= 8 for c in cands)
+    finally:
+        server.stop()
