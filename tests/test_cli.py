@@ -200,3 +200,9 @@ def test_a_successful_solve_writes_nothing_on_stderr(tmp_path):
     r = run_ttc("solve", "1+2", "--preset", str(p), "--strategy", "majority", "--budget", "64")  # 64 x 9 cells
     assert r.returncode == 0, r.stderr.decode()
     assert r.stderr.decode() in ("", "ttc: no answer found for '1+2'\n")
+
+
+def test_a_problem_of_one_60000_character_run_is_one_line_not_a_crash():
+    # llama.cpp's tokenizer recursed once per character of such a run and overflowed the thread's stack (SIGSEGV)
+    r = run_ttc("solve", "--strategy", "greedy", "9" * 60_000)
+    one_line_error(r, 2, "context of")

@@ -32,6 +32,7 @@ from . import llama_log
 from .branches import LlamaBranches
 from .buffers import plain_cpu_buffers
 from .context import MAX_SEQ, N_BATCH, _Context
+from .stack import LONG_TEXT, on_deep_stack
 
 SPARE_CONTEXTS = 4  # closed branch sets' contexts kept per engine for reuse
 FLASH_MIN_TOKENS = 64  # on the CPU, flash attention pays for decodes of at least this many tokens
@@ -136,6 +137,11 @@ class LlamaEngine(Engine):
 
     # -- tokens -------------------------------------------------------------------------------------------
     def tokenize(self, text: str, add_bos: bool = True, special: bool = True) -> list[int]:
+        if len(text) > LONG_TEXT:  # llama.cpp's pre-tokenizer recurses deep on a long unbroken run of characters
+            return on_deep_stack(lambda: self._tokenize(text, add_bos, special))
+        return self._tokenize(text, add_bos, special)
+
+    def _tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]:
         data = text.encode("utf-8")
         cap = len(data) + 8
         buf = (self.lc.llama_token * cap)()
