@@ -111,9 +111,11 @@ def detect(engine: Engine, preset: Preset) -> ThinkSpec | None:
     template = engine.info.chat_template or ""
     if "<|channel|>" in template and "analysis" in template:
         return ThinkSpec(CHANNEL_START, CHANNEL_END, False, None, "channels", "chat template")
-    if THINK_START not in template or THINK_END not in template:
+    if THINK_START not in template:
         return None
     on = _render(engine)
+    if THINK_END not in template and not _opens(on, THINK_START, THINK_END):
+        return None  # "<think>" in some other role: no block the model writes or the prompt opens
     switch = None
     if cfg is not None and cfg.switch is not None:
         switch = cfg.switch or None
