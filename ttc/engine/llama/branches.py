@@ -143,8 +143,8 @@ class LlamaBranches(BranchSet):
             st = state[b] = _Gen(br, chain, len(br.tokens), first_index + j, generator(seed) if sampler else None)
             if stats is not None:
                 st.stats = TraceStats(params.max_tokens, stats.k)
-            if params.thinking is not None:
-                st.think = ThinkState(params.thinking, eog_first)
+            if ctl is not None:
+                st.think = ThinkState(ctl, eog_first)
         active = list(ids)
         try:
             while active:

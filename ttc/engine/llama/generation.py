@@ -28,7 +28,11 @@ class _Gen:
         self.stop: str | None = None
         self.text_bytes: bytes | None = None
         self.think: ThinkState | None = None  # its thinking block, when the call has a ThinkControl
-        self.n_forced = 0  # tokens forced into it (they count towards max_tokens, not as generated)
+
+    @property
+    def n_forced(self) -> int:
+        """Tokens forced into it (they count towards max_tokens, not as generated): its controller's count."""
+        return self.think.n_forced if self.think is not None else 0
 
     def push(self, tok: int, eng: Host) -> None:
         """Token `tok` (already on the branch) joins the continuation's text."""
@@ -54,7 +58,6 @@ class _Gen:
         if forced:
             br.tokens.extend(forced)
             br.last_sampled = False
-            self.n_forced += len(forced)
             for t in forced:
                 self.push(t, eng)
 
