@@ -11,6 +11,7 @@ subtract it afterwards to learn what that work cost.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -129,6 +130,36 @@ class Usage:
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+
+_LOCAL_LOCK = threading.Lock()
+
+
+class ThreadUsage:
+    """A `usage` kept per thread, for what serves several threads at once (an HTTP engine, the request
+    scheduler, a reward model): each thread sees what its own work cost, so problems solved concurrently each
+    measure their own spend."""
+
+    _local: threading.local | None = None
+
+    def _thread_state(self) -> threading.local:
+        if self._local is None:
+            with _LOCAL_LOCK:
+                if self._local is None:
+                    self._local = threading.local()
+        return self._local
+
+    @property
+    def usage(self) -> Usage:
+        local = self._thread_state()
+        u = getattr(local, "usage", None)
+        if u is None:
+            u = local.usage = Usage()
+        return u
+
+    @usage.setter
+    def usage(self, value: Usage) -> None:
+        self._thread_state().usage = value
 
 
 @dataclass

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 from ..errors import TTCRuntimeError
-from .base import BranchSet, Completion, Engine, SamplingParams, Usage, Watch
+from .base import BranchSet, Completion, Engine, SamplingParams, ThreadUsage, Watch
 
 WINDOW_S = 0.01  # how long the first call of a batch waits for others to join it
 DELEGATED = ("token_text", "piece", "is_eog", "eog_tokens", "n_vocab")  # read-only facts of the engine
@@ -64,7 +64,7 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-class Scheduler(Engine):
+class Scheduler(ThreadUsage, Engine):
     """See the module docstring."""
 
     thread_safe = True
@@ -84,18 +84,7 @@ class Scheduler(Engine):
         self.running = 0  # continuations in the decode loop now
         self.batches: list[tuple[int, int]] = []  # (calls, continuations) of each batch run, the last 64
 
-    # -- per-thread state ---------------------------------------------------------------------------------
-    @property
-    def usage(self) -> Usage:
-        u = getattr(self._local, "usage", None)
-        if u is None:
-            u = self._local.usage = Usage()
-        return u
-
-    @usage.setter
-    def usage(self, value: Usage) -> None:
-        self._local.usage = value
-
+    # -- per-thread state (usage: ThreadUsage's) ------------------------------------------------------------
     def _cancelled(self) -> Callable[[], bool]:
         return getattr(_BOUND, "cancelled", None) or _never
 

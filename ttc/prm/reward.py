@@ -15,18 +15,15 @@ only each new step's tokens are ever evaluated.
 from __future__ import annotations
 
 import math
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import contextmanager
 
-from ..engine.base import BranchSet, Engine, Usage
+from ..engine.base import BranchSet, Engine, ThreadUsage, Usage
 from ..errors import UsageError
 from ..presets import PRMConfig
 from ..prompts import fill
 from .aggregate import get_aggregation
-
-_LOCAL_LOCK = threading.Lock()
 
 
 def two_way(lp_good: float, lp_bad: float) -> float:
@@ -61,27 +58,10 @@ class StepScorer(ABC):
     def close(self) -> None: ...
 
 
-class RewardModel(ABC):
+class RewardModel(ThreadUsage, ABC):
     engine: Engine  # where its tokens are evaluated
     aggregation: str
-    _local: threading.local | None = None
-
-    @property
-    def usage(self) -> Usage:
-        """What scoring has cost in this thread (also when the engine is the policy's, as in self-judge).
-        Per thread, like the engines' own, so problems solved concurrently each see their own spend."""
-        with _LOCAL_LOCK:
-            if self._local is None:
-                self._local = threading.local()
-        u = getattr(self._local, "usage", None)
-        if u is None:
-            u = self._local.usage = Usage()
-        return u
-
-    @usage.setter
-    def usage(self, value: Usage) -> None:
-        self.usage  # noqa: B018 - creates this thread's slot
-        self._local.usage = value
+    # usage (ThreadUsage): what scoring has cost in this thread, also when the engine is the policy's (self-judge)
 
     @contextmanager
     def charged(self):

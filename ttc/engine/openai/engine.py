@@ -50,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from ...errors import TTCRuntimeError, UsageError
-from ..base import BranchSet, Completion, Engine, ModelInfo, SamplingParams, Usage, Watch, derive_seed
+from ..base import BranchSet, Completion, Engine, ModelInfo, SamplingParams, ThreadUsage, Usage, Watch, derive_seed
 from .branches import OpenAIBranches
 from .http import ServerClient, ServerError, choice_stop, split_count, usage_counts
 from .scoring import PRMScoring
@@ -63,7 +63,7 @@ LLAMA_CPP = ("llama-server", "llama-cpp-python")
 N_PER_REQUEST = 16  # choices per request when the server honours n
 
 
-class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
+class OpenAIEngine(ThreadUsage, StreamedSampling, PRMScoring, Engine):
     """A model behind an OpenAI-compatible server."""
 
     thread_safe = True  # ttc bench may run several problems on it at once
@@ -116,15 +116,7 @@ class OpenAIEngine(StreamedSampling, PRMScoring, Engine):
         self._probe_lock = threading.Lock()  # what the server supports is asked once
         self._stream_lock = threading.Lock()  # llama-cpp-python gets one stream at a time
 
-    # -- accounting -------------------------------------------------------------------------------------------
-    @property
-    def usage(self) -> Usage:
-        """What this thread's work has cost (a running total per thread)."""
-        u = getattr(self._local, "usage", None)
-        if u is None:
-            u = self._local.usage = Usage()
-        return u
-
+    # -- accounting (usage: ThreadUsage's, a running total per thread) ------------------------------------------
     @contextmanager
     def timed(self):
         """Charge the wall time of the outermost operation of this thread to its usage."""
